@@ -1,0 +1,14 @@
+//! Shared API vocabulary for kubesim: field errors as apimachinery words them, label and
+//! field selectors, object validation, patch algorithms (JSON, merge, strategic merge,
+//! server-side apply) and the column layout of `kubectl get` tables.
+//!
+//! Everything here is pure: no I/O, no clocks except those passed in, so each piece is
+//! tested directly and shared by the apiserver and the controllers.
+
+pub mod field;
+pub mod alloc;
+pub mod apply;
+pub mod patch;
+pub mod selector;
+pub mod table;
+pub mod validation;

@@ -1,0 +1,1 @@
+//! The kubesim API server.
