@@ -73,17 +73,45 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    pub fn new(kind: ErrorType, field: impl Into<String>, value: Option<BadValue>, detail: impl Into<String>) -> Self {
-        FieldError { kind, field: field.into(), value, detail: detail.into() }
+    pub fn new(
+        kind: ErrorType,
+        field: impl Into<String>,
+        value: Option<BadValue>,
+        detail: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            kind,
+            field: field.into(),
+            value,
+            detail: detail.into(),
+        }
     }
 
     /// An invalid composite value, printed verbatim (`[]string{"10.0.0.1"}`).
-    pub fn invalid_go(field: impl Into<String>, go_value: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self::new(ErrorType::Invalid, field, Some(BadValue::Go(go_value.into())), detail)
+    pub fn invalid_go(
+        field: impl Into<String>,
+        go_value: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            ErrorType::Invalid,
+            field,
+            Some(BadValue::Go(go_value.into())),
+            detail,
+        )
     }
 
-    pub fn invalid(field: impl Into<String>, value: impl Into<Value>, detail: impl Into<String>) -> Self {
-        Self::new(ErrorType::Invalid, field, Some(BadValue::Json(value.into())), detail)
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            ErrorType::Invalid,
+            field,
+            Some(BadValue::Json(value.into())),
+            detail,
+        )
     }
 
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -95,11 +123,20 @@ impl FieldError {
     }
 
     pub fn duplicate(field: impl Into<String>, value: impl Into<Value>) -> Self {
-        Self::new(ErrorType::Duplicate, field, Some(BadValue::Json(value.into())), "")
+        Self::new(
+            ErrorType::Duplicate,
+            field,
+            Some(BadValue::Json(value.into())),
+            "",
+        )
     }
 
     /// `Unsupported value: "X": supported values: "A", "B"`.
-    pub fn not_supported(field: impl Into<String>, value: impl Into<Value>, supported: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        supported: &[&str],
+    ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
         Self::new(
             ErrorType::NotSupported,
@@ -110,7 +147,33 @@ impl FieldError {
     }
 
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
-        Self::new(ErrorType::TooLong, field, None, format!("must have at most {max} bytes"))
+        Self::new(
+            ErrorType::TooLong,
+            field,
+            None,
+            format!("must have at most {max} bytes"),
+        )
+    }
+
+    /// `Not found: "x"`, e.g. a volume mount naming no volume.
+    pub fn not_found(field: impl Into<String>, value: impl Into<Value>) -> Self {
+        Self::new(
+            ErrorType::NotFound,
+            field,
+            Some(BadValue::Json(value.into())),
+            "",
+        )
+    }
+
+    /// `Too many: 1001: must have at most 1000 items`.
+    pub fn too_many(field: impl Into<String>, actual: usize, max: usize) -> Self {
+        let detail = format!("must have at most {max} items");
+        Self::new(
+            ErrorType::TooMany,
+            field,
+            Some(BadValue::Json(actual.into())),
+            detail,
+        )
     }
 
     /// The message without the field path (`StatusCause.message`).
@@ -146,7 +209,13 @@ impl fmt::Display for FieldError {
 pub fn aggregate(errors: &[FieldError]) -> String {
     match errors {
         [one] => one.to_string(),
-        many => format!("[{}]", many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+        many => format!(
+            "[{}]",
+            many.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -169,11 +238,24 @@ mod tests {
 
     #[test]
     fn strings_are_quoted_and_required_has_no_value() {
-        let a = FieldError::invalid("metadata.name", "Bad_Name", "a lowercase RFC 1123 subdomain");
+        let a = FieldError::invalid(
+            "metadata.name",
+            "Bad_Name",
+            "a lowercase RFC 1123 subdomain",
+        );
         let b = FieldError::required("spec.selector", "");
-        assert_eq!(a.body(), "Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain");
-        assert_eq!(aggregate(&[a.clone(), b]), format!("[{a}, spec.selector: Required value]"));
+        assert_eq!(
+            a.body(),
+            "Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"
+        );
+        assert_eq!(
+            aggregate(&[a.clone(), b]),
+            format!("[{a}, spec.selector: Required value]")
+        );
         let c = FieldError::not_supported("spec.type", "Foo", &["ClusterIP", "NodePort"]);
-        assert_eq!(c.body(), "Unsupported value: \"Foo\": supported values: \"ClusterIP\", \"NodePort\"");
+        assert_eq!(
+            c.body(),
+            "Unsupported value: \"Foo\": supported values: \"ClusterIP\", \"NodePort\""
+        );
     }
 }
