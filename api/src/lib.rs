@@ -5,9 +5,10 @@
 //! Everything here is pure: no I/O, no clocks except those passed in, so each piece is
 //! tested directly and shared by the apiserver and the controllers.
 
-pub mod field;
 pub mod alloc;
 pub mod apply;
+pub mod defaults;
+pub mod field;
 pub mod patch;
 pub mod selector;
 pub mod table;
