@@ -10,6 +10,7 @@ pub mod apply;
 pub mod defaults;
 pub mod field;
 pub mod patch;
+pub mod proto;
 pub mod selector;
 pub mod table;
 pub mod validation;
