@@ -1,1 +1,444 @@
-//! The kubesim API server.
+//! The kubesim apiserver: the Kubernetes REST API over HTTPS for the resources a
+//! Service-and-networking lab needs, stored in sled, spoken to by real `kubectl` and
+//! kube-rs. It is not an aggregator, has no admission plugins and one admin identity.
+//!
+//! `app(state)` is the whole HTTP surface, testable in-process; `serve` adds TLS.
+
+mod discovery;
+mod error;
+pub mod handlers;
+mod kinds;
+mod metrics;
+mod objects;
+mod openapi;
+pub mod resources;
+pub mod store;
+pub mod tls;
+mod watch;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+pub use error::ApiError;
+use store::{SledBackend, Store};
+
+/// How the apiserver is set up; the CLI flags mirror k3s server's.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub bind_address: IpAddr,
+    /// 0 picks a free port.
+    pub port: u16,
+    pub service_cidr: String,
+    pub node_port_range: String,
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_san: Vec<String>,
+    /// The address published in the `kubernetes` Endpoints; defaults to the bind
+    /// address, or 127.0.0.1 when binding to all addresses.
+    pub advertise_address: Option<IpAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/kubesim/server"),
+            bind_address: IpAddr::from([127, 0, 0, 1]),
+            port: 6443,
+            service_cidr: "10.96.0.0/12".into(),
+            node_port_range: "30000-32767".into(),
+            write_kubeconfig: None,
+            tls_san: Vec::new(),
+            advertise_address: None,
+        }
+    }
+}
+
+/// Shared by every request.
+pub struct AppState {
+    pub store: Store,
+    pub token: String,
+    pub service_cidr: String,
+    pub node_port_range: String,
+    pub metrics: metrics::Metrics,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// Opens the store under `config.data_dir` and makes sure the default namespaces
+    /// and the `kubernetes` Service exist, pointing at `port`.
+    pub async fn open(config: &Config, token: String, port: u16) -> anyhow::Result<SharedState> {
+        // Validate the ranges up front: a bad flag is a start-up error, not a 500 later.
+        api::alloc::IpAllocator::new(&config.service_cidr)
+            .map_err(|e| anyhow::anyhow!("--service-cidr {}: {e}", config.service_cidr))?;
+        api::alloc::PortAllocator::new(&config.node_port_range).map_err(|e| {
+            anyhow::anyhow!("--service-node-port-range {}: {e}", config.node_port_range)
+        })?;
+        let backend = SledBackend::open(&config.data_dir.join("db"))?;
+        let state = Arc::new(AppState {
+            store: Store::new(Box::new(backend))?,
+            token,
+            service_cidr: config.service_cidr.clone(),
+            node_port_range: config.node_port_range.clone(),
+            metrics: metrics::Metrics::default(),
+        });
+        let advertise =
+            config
+                .advertise_address
+                .unwrap_or(if config.bind_address.is_unspecified() {
+                    IpAddr::from([127, 0, 0, 1])
+                } else {
+                    config.bind_address
+                });
+        kinds::bootstrap(&state, advertise, port).await?;
+        Ok(state)
+    }
+}
+
+/// The whole HTTP API.
+pub fn app(state: SharedState) -> Router {
+    let public = Router::new()
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(health))
+        .route("/version", get(discovery::version));
+    let private = Router::new()
+        .route("/metrics", get(metrics::render))
+        .route("/api", get(discovery::core_versions))
+        .route("/api/v1", get(discovery::core_resources))
+        .route("/apis", get(discovery::groups))
+        .route("/apis/{group}", get(discovery::group))
+        .route("/apis/{group}/{version}", get(discovery::group_resources))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::index))
+        .route("/openapi/v3/{*path}", get(openapi::group_version))
+        .fallback(handlers::dispatch)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    public
+        .merge(private)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn authenticate(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if presented == Some(state.token.as_str()) {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+/// A started apiserver: where it listens and how to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: SharedState,
+    pub kubeconfig: String,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the store, makes or loads the TLS material and token, binds and serves.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let creds = tls::Credentials::load_or_create(&config.data_dir, &config)?;
+    let listener = tokio::net::TcpListener::bind((config.bind_address, config.port)).await?;
+    let addr = listener.local_addr()?;
+    let state = AppState::open(&config, creds.token.clone(), addr.port()).await?;
+    let kubeconfig = creds.kubeconfig(&format!("https://{}", display_addr(addr)));
+    if let Some(path) = &config.write_kubeconfig {
+        tls::write_private(path, &kubeconfig)?;
+    }
+    let (shutdown, stop) = tokio::sync::watch::channel(false);
+    let router = app(state.clone());
+    let acceptor = creds.acceptor()?;
+    let task = tokio::spawn(tls::serve(listener, acceptor, router, stop));
+    tracing::info!(%addr, "apiserver listening");
+    Ok(Running {
+        addr,
+        state,
+        kubeconfig,
+        shutdown,
+        task,
+    })
+}
+
+fn display_addr(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+        IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use serde_json::{json, Value};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn state() -> (tempfile::TempDir, SharedState) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let state = AppState::open(&config, "secret".into(), 6443)
+            .await
+            .expect("open");
+        (dir, state)
+    }
+
+    async fn call(
+        state: &SharedState,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> (StatusCode, http::HeaderMap, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", "Bearer secret");
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let body = body
+            .map(|b| Body::from(b.to_string()))
+            .unwrap_or_else(Body::empty);
+        let response = app(state.clone())
+            .oneshot(req.body(body).expect("request"))
+            .await
+            .expect("response");
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (parts.status, parts.headers, value)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn requests_without_the_token_get_a_401_status() {
+        let (_dir, state) = state().await;
+        let req = Request::get("/api/v1/namespaces")
+            .body(Body::empty())
+            .expect("request");
+        let response = app(state).oneshot(req).await.expect("response");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bootstrap_makes_default_namespaces_and_the_kubernetes_service() {
+        let (_dir, state) = state().await;
+        let (code, _, list) = call(&state, "GET", "/api/v1/namespaces", None, &[]).await;
+        assert_eq!(code, StatusCode::OK);
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["default", "kube-node-lease", "kube-public", "kube-system"]
+        );
+        let (_, _, svc) = call(
+            &state,
+            "GET",
+            "/api/v1/namespaces/default/services/kubernetes",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(
+            (
+                svc["spec"]["clusterIP"].as_str(),
+                svc["spec"]["ports"][0]["port"].as_i64()
+            ),
+            (Some("10.96.0.1"), Some(443))
+        );
+        let (code, _, _) = call(
+            &state,
+            "GET",
+            "/api/v1/namespaces/default/endpoints/kubernetes",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(
+            code,
+            StatusCode::NOT_FOUND,
+            "a loopback address is not published as an endpoint"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_advertised_address_is_published_as_the_kubernetes_endpoints() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let advertise = IpAddr::from([192, 168, 1, 1]);
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            advertise_address: Some(advertise),
+            ..Config::default()
+        };
+        let state = AppState::open(&config, "secret".into(), 6443)
+            .await
+            .expect("open");
+        let (_, _, ep) = call(
+            &state,
+            "GET",
+            "/api/v1/namespaces/default/endpoints/kubernetes",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "192.168.1.1");
+        assert_eq!(ep["subsets"][0]["ports"][0]["port"], 6443);
+        let (_, _, slice) = call(
+            &state,
+            "GET",
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(slice["endpoints"][0]["addresses"][0], "192.168.1.1");
+        // Restarting on another port moves them, and the Service's targetPort, along.
+        drop(state);
+        let state = AppState::open(&config, "secret".into(), 7443)
+            .await
+            .expect("reopen");
+        let (_, _, ep) = call(
+            &state,
+            "GET",
+            "/api/v1/namespaces/default/endpoints/kubernetes",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(ep["subsets"][0]["ports"][0]["port"], 7443);
+        let (_, _, svc) = call(
+            &state,
+            "GET",
+            "/api/v1/namespaces/default/services/kubernetes",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 7443);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_invalid_service_is_refused_whole_with_its_causes() {
+        let (_dir, state) = state().await;
+        let svc = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "np"},
+            "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80, "nodePort": 58080}]},
+        });
+        let (code, _, status) = call(
+            &state,
+            "POST",
+            "/api/v1/namespaces/default/services",
+            Some(svc),
+            &[("content-type", "application/json")],
+        )
+        .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status["reason"], "Invalid");
+        assert_eq!(
+            status["details"]["causes"][0]["field"],
+            "spec.ports[0].nodePort"
+        );
+        assert_eq!(
+            status["details"]["causes"][0]["reason"],
+            "FieldValueInvalid"
+        );
+        let (code, _, _) = call(
+            &state,
+            "GET",
+            "/api/v1/namespaces/default/services/np",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn discovery_answers_in_the_aggregated_form_when_asked() {
+        let (_dir, state) = state().await;
+        let accept =
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+        let (code, headers, list) = call(&state, "GET", "/apis", None, &[("accept", accept)]).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(
+            headers["content-type"],
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+        );
+        let apps = list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|g| g["metadata"]["name"] == "apps")
+            .expect("apps group");
+        let deploy = apps["versions"][0]["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .expect("deployments");
+        assert_eq!(deploy["shortNames"], json!(["deploy"]));
+        assert_eq!(deploy["categories"], json!(["all"]));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn openapi_v3_tells_kubectl_the_server_validates_fields() {
+        let (_dir, state) = state().await;
+        let (_, _, doc) = call(&state, "GET", "/openapi/v3/apis/apps/v1", None, &[]).await;
+        let patch =
+            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"],
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"})
+        );
+        assert!(patch["parameters"]
+            .as_array()
+            .expect("params")
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"));
+        assert!(patch["requestBody"]["content"]
+            .get("application/strategic-merge-patch+json")
+            .is_some());
+    }
+}

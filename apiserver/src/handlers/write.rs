@@ -1,0 +1,950 @@
+//! create, update, patch, delete and deletecollection, plus the `scale` and `binding`
+//! subresources. Each request is one store transaction: it validates, allocates and
+//! writes together or not at all.
+
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use super::{json_response, respond, success_status, Call};
+use crate::error::{ApiError, Result};
+use crate::kinds;
+use crate::objects::{self, meta_mut};
+use crate::resources::{self, Resource};
+use crate::store::Txn;
+use crate::AppState;
+
+/// How unknown fields in a request are treated (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+/// What a write needs besides the object.
+pub struct WriteCtx<'a> {
+    pub state: &'a AppState,
+    pub res: &'static Resource,
+    pub manager: String,
+    pub validation: FieldValidation,
+    pub dry_run: bool,
+    /// Whether managedFields are recorded as an `Update` by `manager` (apply records its own).
+    pub track: bool,
+    pub warnings: Vec<String>,
+}
+
+impl<'a> WriteCtx<'a> {
+    fn new(call: &'a Call) -> Result<Self> {
+        let validation = match call.params.get("fieldValidation") {
+            None | Some("Warn") => FieldValidation::Warn,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some("Strict") => FieldValidation::Strict,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation parameter unsupported: {other}. Valid values are Ignore, Warn, Strict"
+                )))
+            }
+        };
+        Ok(WriteCtx {
+            state: &call.state,
+            res: call.res(),
+            manager: call.manager(),
+            validation,
+            dry_run: call.params.dry_run(),
+            track: true,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Decodes `obj` as its type and applies the field validation mode.
+    fn decode(&mut self, obj: &Value) -> Result<()> {
+        let kind = self.res.kind;
+        let unknown = objects::decode(self.res, obj).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{kind} in version \"{}\" cannot be handled as a {kind}: {e}",
+                self.res.version
+            ))
+        })?;
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        match self.validation {
+            FieldValidation::Ignore => Ok(()),
+            FieldValidation::Warn => {
+                self.warnings
+                    .extend(unknown.iter().map(|f| format!("unknown field \"{f}\"")));
+                Ok(())
+            }
+            FieldValidation::Strict => {
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect();
+                Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    self.res.version,
+                    list.join(", ")
+                )))
+            }
+        }
+    }
+
+    fn store(&self, txn: &mut Txn<'_>, key: &str, obj: Value) -> Value {
+        if self.dry_run {
+            obj
+        } else {
+            txn.put(key, obj)
+        }
+    }
+
+    fn respond(&self, call: &Call, code: u16, obj: Value) -> Response {
+        with_warnings(respond(call, code, obj), &self.warnings)
+    }
+}
+
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(v) = http::HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", v);
+        }
+    }
+    response
+}
+
+/// Refuses a body whose apiVersion or kind is not this resource's.
+fn check_type(res: &Resource, obj: &Value) -> Result<()> {
+    if let Some(v) = obj.get("apiVersion").and_then(Value::as_str) {
+        if v != res.api_version() {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({})",
+                res.api_version()
+            )));
+        }
+    }
+    if let Some(k) = obj.get("kind").and_then(Value::as_str) {
+        if k != res.kind {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                res.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn invalid(res: &Resource, obj: &Value, errors: Vec<api::field::FieldError>) -> Result<()> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(res, objects::name(obj), &errors))
+    }
+}
+
+fn now() -> String {
+    objects::now_rfc3339()
+}
+
+/// Creates `obj` in `namespace` inside `txn`.
+pub fn create_in(
+    ctx: &mut WriteCtx<'_>,
+    txn: &mut Txn<'_>,
+    namespace: Option<&str>,
+    mut obj: Value,
+) -> Result<Value> {
+    let res = ctx.res;
+    check_type(res, &obj)?;
+    objects::stamp_type(res, &mut obj);
+    let meta = meta_mut(&mut obj);
+    if res.namespaced {
+        match (meta.get("namespace").and_then(Value::as_str), namespace) {
+            (Some(given), Some(url)) if !given.is_empty() && given != url => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+            _ => {}
+        }
+        meta.insert("namespace".into(), json!(namespace.unwrap_or("default")));
+    } else {
+        meta.remove("namespace");
+    }
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty() {
+        if let Some(prefix) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+        {
+            let generated = format!("{prefix}{}", random_suffix());
+            meta.insert("name".into(), json!(generated));
+        }
+    }
+    for field in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        meta.remove(field);
+    }
+    if ctx.track {
+        meta.remove("managedFields");
+    }
+    api::defaults::apply_defaults(res.kind, &mut obj);
+    ctx.decode(&obj)?;
+    kinds::reset_for_create(res, &mut obj);
+    let ns = objects::namespace(&obj).map(str::to_string);
+    if let Some(ns) = &ns {
+        kinds::check_namespace_open(txn, res, ns)?;
+    }
+    let name = objects::name(&obj).to_string();
+    let key = res.key(ns.as_deref(), &name);
+    if txn.get(&key)?.is_some() {
+        return Err(ApiError::already_exists(res, &name));
+    }
+    kinds::allocate(ctx.state, txn, res, &mut obj, None)?;
+    invalid(res, &obj, api::validation::validate_create(res.kind, &obj))?;
+    let meta = meta_mut(&mut obj);
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now()));
+    if res.tracks_generation() {
+        meta.insert("generation".into(), json!(1));
+    }
+    if ctx.track {
+        api::apply::track_update(
+            res.kind,
+            &res.api_version(),
+            None,
+            &mut obj,
+            &ctx.manager,
+            "Update",
+            &now(),
+        );
+    }
+    Ok(ctx.store(txn, &key, obj))
+}
+
+/// Replaces `old` by `new` inside `txn`; `sub` is the subresource written through.
+pub fn update_in(
+    ctx: &mut WriteCtx<'_>,
+    txn: &mut Txn<'_>,
+    sub: Option<&str>,
+    old: Value,
+    mut new: Value,
+) -> Result<Value> {
+    let res = ctx.res;
+    check_type(res, &new)?;
+    objects::stamp_type(res, &mut new);
+    let name = objects::name(&old).to_string();
+    let old_rv = objects::meta_str(&old, "resourceVersion")
+        .unwrap_or_default()
+        .to_string();
+    if let Some(rv) = objects::meta_str(&new, "resourceVersion").filter(|rv| !rv.is_empty()) {
+        if rv != old_rv {
+            return Err(ApiError::conflict(
+                res,
+                &name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+    }
+    new = match sub {
+        Some("status") => {
+            let mut merged = old.clone();
+            merged["status"] = new.get("status").cloned().unwrap_or(json!({}));
+            merged
+        }
+        Some("finalize") => {
+            let mut merged = old.clone();
+            merged["spec"]["finalizers"] = new
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
+            merged
+        }
+        _ => {
+            if res.has_status() {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = new.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        }
+    };
+    let old_meta = objects::meta(&old).cloned().unwrap_or_default();
+    let meta = meta_mut(&mut new);
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "name",
+        "generation",
+    ] {
+        match old_meta.get(field) {
+            Some(v) => meta.insert(field.into(), v.clone()),
+            None => meta.remove(field),
+        };
+    }
+    if !meta.contains_key("managedFields") {
+        if let Some(m) = old_meta.get("managedFields") {
+            meta.insert("managedFields".into(), m.clone());
+        }
+    }
+    meta.insert("resourceVersion".into(), json!(old_rv));
+    api::defaults::apply_defaults(res.kind, &mut new);
+    ctx.decode(&new)?;
+    kinds::allocate(ctx.state, txn, res, &mut new, Some(&old))?;
+    invalid(
+        res,
+        &new,
+        api::validation::validate_update(res.kind, &new, &old),
+    )?;
+    if res.tracks_generation() && objects::spec_part(&new) != objects::spec_part(&old) {
+        let generation = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            + 1;
+        meta_mut(&mut new).insert("generation".into(), json!(generation));
+    }
+    if ctx.track {
+        api::apply::track_update(
+            res.kind,
+            &res.api_version(),
+            Some(&old),
+            &mut new,
+            &ctx.manager,
+            "Update",
+            &now(),
+        );
+    }
+    if new == old {
+        return Ok(old);
+    }
+    let key = res.key(objects::namespace(&old), &name);
+    let deleting = objects::meta_str(&new, "deletionTimestamp").is_some();
+    if deleting && objects::finalizers(&new).is_empty() && !ctx.dry_run {
+        txn.delete(&key);
+        return Ok(new);
+    }
+    Ok(ctx.store(txn, &key, new))
+}
+
+fn item_key(call: &Call) -> (String, String) {
+    let t = &call.target;
+    let name = t.name.clone().unwrap_or_default();
+    (t.res.key(t.namespace.as_deref(), &name), name)
+}
+
+pub async fn create(call: Call) -> Result<Response> {
+    let obj = call.body_object()?;
+    let mut ctx = WriteCtx::new(&call)?;
+    let namespace = call.target.namespace.clone();
+    let state = call.state.clone();
+    let created = state
+        .store
+        .write(|txn| create_in(&mut ctx, txn, namespace.as_deref(), obj))
+        .await?;
+    Ok(ctx.respond(&call, 201, created))
+}
+
+pub async fn update(call: Call) -> Result<Response> {
+    let new = call.body_object()?;
+    let (key, name) = item_key(&call);
+    if let Some(given) = objects::meta_str(&new, "name").filter(|n| !n.is_empty()) {
+        if given != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let mut ctx = WriteCtx::new(&call)?;
+    let sub = call.target.sub.clone();
+    let state = call.state.clone();
+    let res = call.res();
+    let updated = state
+        .store
+        .write(|txn| {
+            let old = txn
+                .get(&key)?
+                .ok_or_else(|| ApiError::not_found(res, &name))?;
+            update_in(&mut ctx, txn, sub.as_deref(), old, new)
+        })
+        .await?;
+    Ok(ctx.respond(&call, 200, updated))
+}
+
+/// The body of a patch request, parsed by its content type.
+fn patch_body(call: &Call) -> Result<Value> {
+    let bad = |e: String| ApiError::bad_request(e);
+    match call.content_type() {
+        "application/apply-patch+yaml" => {
+            serde_yaml::from_slice(&call.body).map_err(|e| bad(format!("error decoding YAML: {e}")))
+        }
+        "application/json-patch+json"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json" => serde_json::from_slice(&call.body)
+            .map_err(|e| bad(format!("error decoding patch: {e}"))),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+/// Applies a non-apply patch to `old`.
+fn apply_patch(res: &Resource, content_type: &str, old: &Value, patch: &Value) -> Result<Value> {
+    let result = match content_type {
+        "application/json-patch+json" => api::patch::json_patch(old, patch),
+        "application/merge-patch+json" => api::patch::merge_patch(old, patch),
+        _ => api::patch::strategic_merge_patch(res.kind, old, patch),
+    };
+    result.map_err(|e| {
+        if content_type == "application/json-patch+json" {
+            ApiError::new(422, "Invalid", e.to_string())
+        } else {
+            ApiError::bad_request(e.to_string())
+        }
+    })
+}
+
+fn apply_conflicts(res: &Resource, name: &str, conflicts: &[api::apply::Conflict]) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| {
+            json!({
+                "reason": "FieldManagerConflict",
+                "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+                "field": c.field,
+            })
+        })
+        .collect();
+    let message = match conflicts {
+        [one] => format!(
+            "Apply failed with 1 conflict: conflict with \"{}\" using {}: {}",
+            one.manager, one.api_version, one.field
+        ),
+        many => {
+            let lines: Vec<String> = many
+                .iter()
+                .map(|c| {
+                    format!(
+                        "conflict with \"{}\" using {}: {}",
+                        c.manager, c.api_version, c.field
+                    )
+                })
+                .collect();
+            format!(
+                "Apply failed with {} conflicts: {}",
+                many.len(),
+                lines.join("\n")
+            )
+        }
+    };
+    let mut err = ApiError::new(409, "Conflict", message);
+    err.details =
+        Some(json!({"name": name, "group": res.group, "kind": res.plural, "causes": causes}));
+    err
+}
+
+pub async fn patch(call: Call) -> Result<Response> {
+    let body = patch_body(&call)?;
+    let content_type = call.content_type().to_string();
+    let is_apply = content_type == "application/apply-patch+yaml";
+    if is_apply && call.params.get("fieldManager").is_none() {
+        return Err(ApiError::bad_request(
+            "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+        ));
+    }
+    let (key, name) = item_key(&call);
+    let mut ctx = WriteCtx::new(&call)?;
+    let sub = call.target.sub.clone();
+    let namespace = call.target.namespace.clone();
+    let force = call.params.flag("force");
+    let res = call.res();
+    let state = call.state.clone();
+    let (code, obj) = state
+        .store
+        .write(|txn| {
+            let old = txn.get(&key)?;
+            if !is_apply {
+                let old = old.ok_or_else(|| ApiError::not_found(res, &name))?;
+                let patched = apply_patch(res, &content_type, &old, &body)?;
+                return Ok((200, update_in(&mut ctx, txn, sub.as_deref(), old, patched)?));
+            }
+            check_type(res, &body)?;
+            if let Some(given) = objects::meta_str(&body, "name").filter(|n| *n != name) {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({given}) does not match the name on the URL ({name})"
+                )));
+            }
+            let mut applied = body.clone();
+            meta_mut(&mut applied).insert("name".into(), json!(name));
+            let merged = api::apply::apply(
+                res.kind,
+                &res.api_version(),
+                old.as_ref(),
+                &applied,
+                &ctx.manager,
+                force,
+                &now(),
+            )
+            .map_err(|e| match e {
+                api::apply::ApplyError::Conflicts(c) => apply_conflicts(res, &name, &c),
+                other => ApiError::bad_request(other.to_string()),
+            })?;
+            ctx.track = false;
+            match old {
+                None => Ok((201, create_in(&mut ctx, txn, namespace.as_deref(), merged)?)),
+                Some(old) => Ok((200, update_in(&mut ctx, txn, sub.as_deref(), old, merged)?)),
+            }
+        })
+        .await?;
+    Ok(ctx.respond(&call, code, obj))
+}
+
+/// DeleteOptions from the body (if any) and the query.
+struct DeleteOptions {
+    propagation: Option<String>,
+    grace: Option<i64>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+}
+
+impl DeleteOptions {
+    fn from_call(call: &Call) -> Result<Self> {
+        let body: Value = if call.body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else if call.content_type() == "application/vnd.kubernetes.protobuf" {
+            objects::from_protobuf(&call.body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        } else {
+            serde_json::from_slice(&call.body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        };
+        let orphan = body
+            .get("orphanDependents")
+            .and_then(Value::as_bool)
+            .or_else(|| call.params.get("orphanDependents").map(|v| v == "true"));
+        let propagation = body
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .or(call.params.get("propagationPolicy"))
+            .map(str::to_string)
+            .or_else(|| orphan.map(|o| if o { "Orphan" } else { "Background" }.to_string()));
+        if let Some(p) = &propagation {
+            if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+                ));
+            }
+        }
+        let grace = body
+            .get("gracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .or_else(|| {
+                call.params
+                    .get("gracePeriodSeconds")
+                    .and_then(|g| g.parse().ok())
+            });
+        Ok(DeleteOptions {
+            propagation,
+            grace,
+            uid: body
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            resource_version: body
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    }
+}
+
+/// What a delete did.
+pub enum Deleted {
+    /// Gone from the store.
+    Now(Value),
+    /// Marked with deletionTimestamp; finalizers or a grace period still hold it.
+    Pending(Value),
+}
+
+fn delete_in(
+    ctx: &WriteCtx<'_>,
+    txn: &mut Txn<'_>,
+    obj: Value,
+    opts: &DeleteOptions,
+) -> Result<Deleted> {
+    let res = ctx.res;
+    let name = objects::name(&obj).to_string();
+    let uid = objects::meta_str(&obj, "uid")
+        .unwrap_or_default()
+        .to_string();
+    if let Some(want) = &opts.uid {
+        if *want != uid {
+            return Err(ApiError::conflict(
+                res,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
+                ),
+            ));
+        }
+    }
+    let rv = objects::meta_str(&obj, "resourceVersion")
+        .unwrap_or_default()
+        .to_string();
+    if let Some(want) = &opts.resource_version {
+        if *want != rv {
+            return Err(ApiError::conflict(res, &name, &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}")));
+        }
+    }
+    if res.kind == "Namespace" {
+        return kinds::delete_namespace(ctx.state, txn, obj, ctx.dry_run).map(Deleted::Pending);
+    }
+    let key = res.key(objects::namespace(&obj), &name);
+    let mut obj = obj;
+    let mut finalizers = objects::finalizers(&obj);
+    let extra = match opts.propagation.as_deref() {
+        Some("Orphan") => Some("orphan"),
+        Some("Foreground") => Some("foregroundDeletion"),
+        _ => None,
+    };
+    let already_deleting = objects::meta_str(&obj, "deletionTimestamp").is_some();
+    if let Some(f) = extra {
+        if !finalizers.iter().any(|x| x == f) && !already_deleting {
+            finalizers.push(f.to_string());
+        }
+    }
+    let grace = kinds::grace_period(res, &obj, opts.grace);
+    if finalizers.is_empty() && grace == 0 {
+        if !ctx.dry_run {
+            txn.delete(&key);
+        }
+        return Ok(Deleted::Now(obj));
+    }
+    let meta = meta_mut(&mut obj);
+    meta.insert("finalizers".into(), json!(finalizers));
+    if !already_deleting {
+        let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+        meta.insert(
+            "deletionTimestamp".into(),
+            json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        );
+        meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+    } else if let Some(current) = meta
+        .get("deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+    {
+        if grace < current {
+            let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+            meta.insert(
+                "deletionTimestamp".into(),
+                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            );
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        }
+    }
+    if grace == 0 && objects::finalizers(&obj).is_empty() {
+        if !ctx.dry_run {
+            txn.delete(&key);
+        }
+        return Ok(Deleted::Now(obj));
+    }
+    Ok(Deleted::Pending(ctx.store(txn, &key, obj)))
+}
+
+pub async fn delete(call: Call) -> Result<Response> {
+    let opts = DeleteOptions::from_call(&call)?;
+    let (key, name) = item_key(&call);
+    let ctx = WriteCtx::new(&call)?;
+    let res = call.res();
+    let state = call.state.clone();
+    let outcome = state
+        .store
+        .write(|txn| {
+            let obj = txn
+                .get(&key)?
+                .ok_or_else(|| ApiError::not_found(res, &name))?;
+            delete_in(&ctx, txn, obj, &opts)
+        })
+        .await?;
+    match outcome {
+        Deleted::Now(obj) => {
+            let uid = objects::meta_str(&obj, "uid");
+            Ok(json_response(200, &success_status(res, &name, uid)))
+        }
+        Deleted::Pending(obj) => {
+            if res.kind == "Namespace" {
+                kinds::spawn_namespace_finalizer(state.clone(), name);
+            }
+            Ok(respond(&call, 200, obj))
+        }
+    }
+}
+
+pub async fn delete_collection(call: Call) -> Result<Response> {
+    let opts = DeleteOptions::from_call(&call)?;
+    let filter = super::read::Filter::from_call(&call)?;
+    let ctx = WriteCtx::new(&call)?;
+    let res = call.res();
+    let prefix = res.key_prefix(call.target.namespace.as_deref());
+    let state = call.state.clone();
+    let (rv, deleted) = state
+        .store
+        .write(|txn| {
+            let mut deleted = Vec::new();
+            for obj in txn.list(&prefix)?.into_iter().filter(|o| filter.matches(o)) {
+                deleted.push(delete_in(&ctx, txn, obj, &opts)?);
+            }
+            Ok::<_, ApiError>((txn.revision(), deleted))
+        })
+        .await?;
+    let mut items = Vec::with_capacity(deleted.len());
+    for outcome in deleted {
+        match outcome {
+            Deleted::Now(obj) => items.push(obj),
+            Deleted::Pending(obj) => {
+                if res.kind == "Namespace" {
+                    kinds::spawn_namespace_finalizer(
+                        state.clone(),
+                        objects::name(&obj).to_string(),
+                    );
+                }
+                items.push(obj);
+            }
+        }
+    }
+    let list = json!({
+        "kind": format!("{}List", res.kind),
+        "apiVersion": res.api_version(),
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": items,
+    });
+    Ok(json_response(200, &list))
+}
+
+fn scale_of(obj: &Value) -> Value {
+    let selector = obj
+        .pointer("/spec/selector")
+        .and_then(|s| api::selector::LabelSelector::from_object(s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let meta = objects::meta(obj).cloned().unwrap_or_default();
+    let keep: Map<String, Value> = [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ]
+    .iter()
+    .filter_map(|k| meta.get(*k).map(|v| (k.to_string(), v.clone())))
+    .collect();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": keep,
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+pub async fn get_scale(call: Call) -> Result<Response> {
+    let (key, name) = item_key(&call);
+    let obj = call
+        .state
+        .store
+        .get(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(call.res(), &name))?;
+    Ok(json_response(200, &scale_of(&obj)))
+}
+
+async fn write_scale(call: Call, patch: Option<(String, Value)>) -> Result<Response> {
+    let (key, name) = item_key(&call);
+    let body = match &patch {
+        Some(_) => Value::Null,
+        None => serde_json::from_slice::<Value>(&call.body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "Scale in version \"v1\" cannot be handled as a Scale: {e}"
+            ))
+        })?,
+    };
+    let mut ctx = WriteCtx::new(&call)?;
+    let res = call.res();
+    let state = call.state.clone();
+    let updated = state
+        .store
+        .write(|txn| {
+            let old = txn
+                .get(&key)?
+                .ok_or_else(|| ApiError::not_found(res, &name))?;
+            let current = scale_of(&old);
+            let scale = match &patch {
+                Some((content_type, p)) => match content_type.as_str() {
+                    "application/json-patch+json" => api::patch::json_patch(&current, p),
+                    "application/merge-patch+json" => api::patch::merge_patch(&current, p),
+                    _ => api::patch::strategic_merge_patch("Scale", &current, p),
+                }
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                None => body,
+            };
+            let replicas = scale
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if replicas < 0 {
+                let err = api::field::FieldError::invalid(
+                    "spec.replicas",
+                    replicas,
+                    "must be greater than or equal to 0",
+                );
+                let scale_res = Resource {
+                    kind: "Scale",
+                    ..*res
+                };
+                return Err(ApiError::invalid(&scale_res, &name, &[err]));
+            }
+            let mut new = old.clone();
+            new["spec"]["replicas"] = json!(replicas);
+            if let Some(rv) =
+                objects::meta_str(&scale, "resourceVersion").filter(|rv| !rv.is_empty())
+            {
+                meta_mut(&mut new).insert("resourceVersion".into(), json!(rv));
+            }
+            update_in(&mut ctx, txn, None, old, new)
+        })
+        .await?;
+    Ok(json_response(200, &scale_of(&updated)))
+}
+
+pub async fn update_scale(call: Call) -> Result<Response> {
+    write_scale(call, None).await
+}
+
+pub async fn patch_scale(call: Call) -> Result<Response> {
+    let body = patch_body(&call)?;
+    let content_type = call.content_type().to_string();
+    write_scale(call, Some((content_type, body))).await
+}
+
+/// `pods/{name}/binding`: assigns a pending pod to a node, once.
+pub async fn bind(call: Call) -> Result<Response> {
+    let binding: Value = serde_json::from_slice(&call.body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Binding in version \"v1\" cannot be handled as a Binding: {e}"
+        ))
+    })?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let (key, name) = item_key(&call);
+    let ctx = WriteCtx::new(&call)?;
+    let res = call.res();
+    if node.is_empty() {
+        let err = api::field::FieldError::required("target.name", "");
+        let binding_res = Resource {
+            kind: "Binding",
+            ..*res
+        };
+        return Err(ApiError::invalid(&binding_res, &name, &[err]));
+    }
+    let state = call.state.clone();
+    state
+        .store
+        .write(|txn| {
+            let old = txn
+                .get(&key)?
+                .ok_or_else(|| ApiError::not_found(res, &name))?;
+            if let Some(current) = old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                return Err(ApiError::conflict(
+                    res,
+                    &name,
+                    &format!("pod {name} is already assigned to node \"{current}\""),
+                ));
+            }
+            if objects::meta_str(&old, "deletionTimestamp").is_some() {
+                return Err(ApiError::conflict(
+                    res,
+                    &name,
+                    &format!("pod {name} is being deleted, cannot be assigned to a host"),
+                ));
+            }
+            let mut new = old;
+            new["spec"]["nodeName"] = json!(node);
+            kinds::set_pod_condition(&mut new, "PodScheduled", "True");
+            Ok::<_, ApiError>(ctx.store(txn, &key, new))
+        })
+        .await?;
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+    Ok((
+        http::StatusCode::CREATED,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        status.to_string(),
+    )
+        .into_response())
+}
+
+/// Resources whose objects live in a namespace, for namespace deletion.
+pub fn namespaced_resources() -> impl Iterator<Item = &'static Resource> {
+    resources::RESOURCES.iter().filter(|r| r.namespaced)
+}
+
+/// Deletes every object of `namespace` (background propagation); returns how many remain.
+pub fn empty_namespace(state: &AppState, txn: &mut Txn<'_>, namespace: &str) -> Result<usize> {
+    let opts = DeleteOptions {
+        propagation: None,
+        grace: Some(0),
+        uid: None,
+        resource_version: None,
+    };
+    let mut remaining = 0;
+    for res in namespaced_resources() {
+        let ctx = WriteCtx {
+            state,
+            res,
+            manager: "namespace-controller".into(),
+            validation: FieldValidation::Ignore,
+            dry_run: false,
+            track: true,
+            warnings: Vec::new(),
+        };
+        for obj in txn.list(&res.key_prefix(Some(namespace)))? {
+            if let Deleted::Pending(_) = delete_in(&ctx, txn, obj, &opts)? {
+                remaining += 1;
+            }
+        }
+    }
+    Ok(remaining)
+}

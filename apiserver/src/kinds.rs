@@ -1,0 +1,354 @@
+//! What some kinds need beyond generic REST: the default namespaces and the
+//! `kubernetes` Service at start-up, status reset on create, Service ClusterIP and
+//! NodePort allocation, graceful pod deletion, and the namespace lifecycle
+//! (Terminating, emptied, then removed).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use api::alloc::{IpAllocator, PortAllocator, ServiceAllocError, ServiceAllocator};
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, Result};
+use crate::handlers::write::{empty_namespace, FieldValidation, WriteCtx};
+use crate::objects;
+use crate::resources::{self, Resource};
+use crate::store::Txn;
+use crate::{AppState, SharedState};
+
+const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+const SERVICES_PREFIX: &str = "/registry/core/services/";
+
+fn resource(kind: &str) -> &'static Resource {
+    resources::by_kind(kind).expect("built-in kind is in the resource table")
+}
+
+fn system_ctx<'a>(state: &'a AppState, kind: &str) -> WriteCtx<'a> {
+    WriteCtx {
+        state,
+        res: resource(kind),
+        manager: "kube-apiserver".into(),
+        validation: FieldValidation::Strict,
+        dry_run: false,
+        track: true,
+        warnings: Vec::new(),
+    }
+}
+
+/// Makes sure the default namespaces exist and that the `kubernetes` Service, its
+/// Endpoints and EndpointSlice point at this server, as the real apiserver's endpoint
+/// reconciler does; resumes finalizing namespaces that were Terminating at shutdown.
+pub async fn bootstrap(state: &SharedState, advertise: IpAddr, port: u16) -> anyhow::Result<()> {
+    state
+        .store
+        .write(|txn| {
+            for ns in DEFAULT_NAMESPACES {
+                let res = resource("Namespace");
+                if txn.get(&res.key(None, ns))?.is_none() {
+                    let mut ctx = system_ctx(state, "Namespace");
+                    crate::handlers::write::create_in(&mut ctx, txn, None, json!({"metadata": {"name": ns}}))?;
+                }
+            }
+            let first = IpAllocator::new(&state.service_cidr).map_err(ApiError::internal)?.first();
+            let service = json!({
+                "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {
+                    "type": "ClusterIP",
+                    "clusterIP": first.to_string(),
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+                    "sessionAffinity": "None",
+                },
+            });
+            let endpoints = json!({
+                "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+                "subsets": [{
+                    "addresses": [{"ip": advertise.to_string()}],
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+                }],
+            });
+            let slice = json!({
+                "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                "addressType": if advertise.is_ipv4() { "IPv4" } else { "IPv6" },
+                "endpoints": [{"addresses": [advertise.to_string()], "conditions": {"ready": true}}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            });
+            upsert(state, txn, "Service", "default", service)?;
+            // Like kube-apiserver, a loopback address is never published as an endpoint:
+            // such a server is reachable from this host only, not from pods.
+            for (kind, obj) in [("Endpoints", endpoints), ("EndpointSlice", slice)] {
+                if advertise.is_loopback() {
+                    let key = resource(kind).key(Some("default"), "kubernetes");
+                    if txn.get(&key)?.is_some() {
+                        txn.delete(&key);
+                    }
+                } else {
+                    upsert(state, txn, kind, "default", obj)?;
+                }
+            }
+            Ok::<_, ApiError>(())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrapping the default objects: {}", e.message))?;
+    let (_, namespaces) = state
+        .store
+        .list(&resource("Namespace").key_prefix(None))
+        .await?;
+    for ns in namespaces
+        .iter()
+        .filter(|n| objects::meta_str(n, "deletionTimestamp").is_some())
+    {
+        spawn_namespace_finalizer(state.clone(), objects::name(ns).to_string());
+    }
+    Ok(())
+}
+
+/// Creates `obj`, or brings the stored one in line with it (a no-op when equal).
+fn upsert(
+    state: &AppState,
+    txn: &mut Txn<'_>,
+    kind: &str,
+    namespace: &str,
+    obj: Value,
+) -> Result<()> {
+    let mut ctx = system_ctx(state, kind);
+    let key = ctx.res.key(Some(namespace), objects::name(&obj));
+    match txn.get(&key)? {
+        None => crate::handlers::write::create_in(&mut ctx, txn, Some(namespace), obj)?,
+        Some(old) => {
+            let mut new = old.clone();
+            for (field, value) in obj.as_object().into_iter().flatten() {
+                if field == "metadata" {
+                    new["metadata"]["labels"] = value["labels"].clone();
+                } else {
+                    new[field] = value.clone();
+                }
+            }
+            crate::handlers::write::update_in(&mut ctx, txn, None, old, new)?
+        }
+    };
+    Ok(())
+}
+
+/// Server-owned state a client may not set on create.
+pub fn reset_for_create(res: &Resource, obj: &mut Value) {
+    let status = match res.kind {
+        "Pod" => {
+            let mut status = json!({"phase": "Pending"});
+            status["qosClass"] = json!(qos_class(obj));
+            status
+        }
+        "Service" => json!({"loadBalancer": {}}),
+        "Deployment" | "ReplicaSet" | "Ingress" => json!({}),
+        "Namespace" => json!({"phase": "Active"}),
+        _ => return,
+    };
+    if let Some(map) = obj.as_object_mut() {
+        if status.as_object().is_some_and(|m| m.is_empty()) && res.kind != "Ingress" {
+            map.remove("status");
+        } else {
+            map.insert("status".into(), status);
+        }
+    }
+}
+
+fn qos_class(pod: &Value) -> &'static str {
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in &containers {
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        any |= limits.is_some_and(|m| !m.is_empty()) || requests.is_some_and(|m| !m.is_empty());
+        let full = ["cpu", "memory"]
+            .iter()
+            .all(|r| limits.is_some_and(|m| m.contains_key(*r)));
+        let equal = requests.is_none_or(|req| {
+            req.iter()
+                .all(|(k, v)| limits.and_then(|l| l.get(k)) == Some(v))
+        });
+        guaranteed &= full && equal;
+    }
+    if guaranteed {
+        "Guaranteed"
+    } else if any {
+        "Burstable"
+    } else {
+        "BestEffort"
+    }
+}
+
+/// Refuses content in a namespace that does not exist or is being terminated.
+pub fn check_namespace_open(txn: &Txn<'_>, res: &Resource, namespace: &str) -> Result<()> {
+    let ns_res = resource("Namespace");
+    match txn.get(&ns_res.key(None, namespace))? {
+        None => Err(ApiError::not_found(ns_res, namespace)),
+        Some(ns) if objects::meta_str(&ns, "deletionTimestamp").is_some() => {
+            let mut err = ApiError::forbidden(
+                res,
+                "",
+                &format!("unable to create new content in namespace {namespace} because it is being terminated"),
+            );
+            err.message = format!(
+                "{} is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                res.qualified()
+            );
+            Err(err)
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Allocates (and on update, keeps or frees) a Service's ClusterIPs and NodePorts.
+/// What is in use is read from the stored Services inside the same transaction, so
+/// allocation cannot drift from the store and a failed request holds nothing.
+pub fn allocate(
+    state: &AppState,
+    txn: &Txn<'_>,
+    res: &Resource,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<()> {
+    if res.kind != "Service" {
+        return Ok(());
+    }
+    let internal = |e: api::alloc::AllocError| ApiError::internal(e);
+    let mut alloc = ServiceAllocator::new(
+        IpAllocator::new(&state.service_cidr).map_err(internal)?,
+        PortAllocator::new(&state.node_port_range).map_err(internal)?,
+    );
+    let this = (
+        objects::namespace(obj).unwrap_or_default().to_string(),
+        objects::name(obj).to_string(),
+    );
+    for svc in txn.list(SERVICES_PREFIX)? {
+        if (
+            objects::namespace(&svc).unwrap_or_default(),
+            objects::name(&svc),
+        ) != (this.0.as_str(), this.1.as_str())
+        {
+            alloc.restore(&svc);
+        }
+    }
+    let result = match old {
+        None => alloc.allocate_create(obj),
+        Some(old) => alloc.allocate_update(obj, old),
+    };
+    result.map_err(|e| match e {
+        ServiceAllocError::Invalid(errors) => ApiError::invalid(res, objects::name(obj), &errors),
+        ServiceAllocError::Internal(text) => ApiError::internal(text),
+    })
+}
+
+/// The grace period a delete waits for: pods bound to a node get theirs (default 30s)
+/// so the kubelet can stop them; everything else goes at once.
+pub fn grace_period(res: &Resource, obj: &Value, requested: Option<i64>) -> i64 {
+    if res.kind != "Pod" {
+        return 0;
+    }
+    let bound = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let terminal = matches!(
+        obj.pointer("/status/phase").and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    );
+    if !bound || terminal {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            obj.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0)
+}
+
+pub fn set_pod_condition(pod: &mut Value, kind: &str, status: &str) {
+    let now = objects::now_rfc3339();
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let conditions = &mut pod["status"]["conditions"];
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let Some(list) = conditions.as_array_mut() else {
+        return;
+    };
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some(kind));
+    list.push(
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}),
+    );
+}
+
+/// Marks a namespace Terminating; the finalizer task empties and removes it.
+pub fn delete_namespace(
+    state: &AppState,
+    txn: &mut Txn<'_>,
+    mut ns: Value,
+    dry_run: bool,
+) -> Result<Value> {
+    let name = objects::name(&ns).to_string();
+    let res = resource("Namespace");
+    if DEFAULT_NAMESPACES.contains(&name.as_str()) && name != "kube-node-lease" {
+        return Err(ApiError::forbidden(
+            res,
+            &name,
+            "this namespace may not be deleted",
+        ));
+    }
+    let _ = state;
+    if objects::meta_str(&ns, "deletionTimestamp").is_none() {
+        objects::meta_mut(&mut ns)
+            .insert("deletionTimestamp".into(), json!(objects::now_rfc3339()));
+        objects::meta_mut(&mut ns).insert("deletionGracePeriodSeconds".into(), json!(0));
+        ns["status"]["phase"] = json!("Terminating");
+    }
+    if dry_run {
+        return Ok(ns);
+    }
+    Ok(txn.put(&res.key(None, &name), ns))
+}
+
+/// Empties a Terminating namespace, then removes it once nothing in it remains.
+pub fn spawn_namespace_finalizer(state: SharedState, name: String) {
+    tokio::spawn(async move {
+        loop {
+            let outcome = state
+                .store
+                .write(|txn| {
+                    let remaining = empty_namespace(&state, txn, &name)?;
+                    if remaining > 0 {
+                        return Ok::<_, ApiError>(false);
+                    }
+                    let res = resource("Namespace");
+                    let key = res.key(None, &name);
+                    if let Some(ns) = txn.get(&key)? {
+                        if objects::finalizers(&ns).is_empty() {
+                            txn.delete(&key);
+                        } else {
+                            let mut ns = ns;
+                            ns["spec"]["finalizers"] = json!([]);
+                            txn.put(&key, ns);
+                        }
+                    }
+                    Ok(true)
+                })
+                .await;
+            match outcome {
+                Ok(true) => break,
+                Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(err) => {
+                    tracing::warn!(namespace = %name, error = %err.message, "finalizing namespace");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+}
