@@ -1,0 +1,284 @@
+//! Other real clients: kube-rs (typed API, watcher and reflector, server-side apply),
+//! the Python `kubernetes` package, and curl for the raw HTTP contract.
+
+use std::process::Command;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+
+use crate::harness::{eventually, ApiServer};
+
+fn configmap(name: &str, value: &str) -> ConfigMap {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {"app": "kube-rs"}},
+        "data": {"value": value},
+    }))
+    .expect("configmap")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_rs_crud_and_reflector_follow_changes() {
+    let server = ApiServer::start();
+    let client = server.client().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(
+            api.clone(),
+            watcher::Config::default().labels("app=kube-rs"),
+        ),
+    )
+    .applied_objects()
+    .boxed();
+    let task = tokio::spawn(async move { stream.for_each(|_| async {}).await });
+    reader.wait_until_ready().await.expect("reflector ready");
+
+    for i in 0..20 {
+        api.create(
+            &PostParams::default(),
+            &configmap(&format!("cm-{i}"), "one"),
+        )
+        .await
+        .expect("create");
+    }
+    let conflict = api
+        .create(&PostParams::default(), &configmap("cm-0", "one"))
+        .await;
+    assert!(
+        matches!(conflict, Err(kube::Error::Api(ref s)) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{conflict:?}"
+    );
+
+    // The creator owns data.value, so taking it over by apply needs force, as on a real cluster.
+    let patch =
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"value": "two"}});
+    let conflict = api
+        .patch(
+            "cm-3",
+            &PatchParams::apply("kube-rs-test"),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    assert!(
+        matches!(conflict, Err(kube::Error::Api(ref s)) if s.code == 409 && s.message.contains(".data.value")),
+        "{conflict:?}"
+    );
+    let applied = api
+        .patch(
+            "cm-3",
+            &PatchParams::apply("kube-rs-test").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .expect("apply");
+    assert_eq!(
+        applied
+            .data
+            .as_ref()
+            .and_then(|d| d.get("value"))
+            .map(String::as_str),
+        Some("two")
+    );
+    api.delete("cm-4", &DeleteParams::default())
+        .await
+        .expect("delete");
+
+    let mut stale = api.get("cm-5").await.expect("get");
+    api.patch(
+        "cm-5",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"value": "new"}})),
+    )
+    .await
+    .expect("merge");
+    stale.data = Some([("value".to_string(), "lost".to_string())].into());
+    let err = api.replace("cm-5", &PostParams::default(), &stale).await;
+    assert!(
+        matches!(err, Err(kube::Error::Api(ref s)) if s.code == 409 && s.reason == "Conflict"),
+        "{err:?}"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = reader.state();
+        let three = state
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some("cm-3"));
+        let ok = state.len() == 19
+            && three
+                .and_then(|c| c.data.as_ref())
+                .and_then(|d| d.get("value"))
+                .map(String::as_str)
+                == Some("two");
+        if ok {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reflector has {} objects",
+            state.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = api
+        .list(&ListParams::default().labels("app=kube-rs").limit(7))
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 7);
+    assert!(
+        listed.metadata.continue_.is_some(),
+        "a limited list has a continue token"
+    );
+    task.abort();
+}
+
+#[test]
+fn python_client_lists_creates_and_watches() {
+    let server = ApiServer::start();
+    let python = std::env::var("KUBESIM_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/venv/bin/python").to_string()
+    });
+    let script = r#"
+import sys
+from kubernetes import client, config, watch
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+names = sorted(ns.metadata.name for ns in v1.list_namespace().items)
+print("namespaces", " ".join(names))
+svc = client.V1Service(metadata=client.V1ObjectMeta(name="py-svc"),
+    spec=client.V1ServiceSpec(selector={"app": "py"}, ports=[client.V1ServicePort(port=80, target_port=8080)]))
+created = v1.create_namespaced_service("default", svc)
+print("clusterIP", created.spec.cluster_ip)
+w = watch.Watch()
+for event in w.stream(v1.list_namespaced_service, "default", timeout_seconds=5):
+    if event["object"].metadata.name == "py-svc":
+        print("event", event["type"], event["object"].metadata.name)
+        w.stop()
+apps = client.AppsV1Api()
+try:
+    apps.read_namespaced_deployment("missing", "default")
+except client.exceptions.ApiException as e:
+    print("status", e.status, e.reason)
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&server.kubeconfig)
+        .output();
+    let out = out.unwrap_or_else(|e| panic!("run {python} (scripts/install-deps makes it): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("namespaces default kube-node-lease kube-public kube-system"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("clusterIP 10.")),
+        "{text}"
+    );
+    assert!(text.contains("event ADDED py-svc"), "{text}");
+    assert!(text.contains("status 404 Not Found"), "{text}");
+}
+
+fn curl(server: &ApiServer, args: &[&str]) -> (String, String) {
+    let config = std::fs::read_to_string(&server.kubeconfig).expect("kubeconfig");
+    let url = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server url")
+        .to_string();
+    let out = Command::new("curl")
+        .args(["-sk", "-w", "\n%{http_code}"])
+        .args(args.iter().map(|a| a.replace("URL", &url)))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_string(), code.to_string())
+}
+
+#[test]
+fn raw_http_contract_401_413_415_and_health() {
+    let server = ApiServer::start();
+    let (body, code) = curl(&server, &["URL/api/v1/namespaces"]);
+    assert_eq!(code, "401");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("status json");
+    assert_eq!(
+        (
+            status["kind"].as_str(),
+            status["reason"].as_str(),
+            status["code"].as_i64()
+        ),
+        (Some("Status"), Some("Unauthorized"), Some(401))
+    );
+    let (body, code) = curl(&server, &["URL/healthz"]);
+    assert_eq!((body.as_str(), code.as_str()), ("ok", "200"));
+
+    let config = std::fs::read_to_string(&server.kubeconfig).expect("kubeconfig");
+    let token = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .expect("token")
+        .to_string();
+    let auth = format!("Authorization: Bearer {token}");
+    let big = server.file(
+        "big.json",
+        &format!(
+            "{{\"metadata\":{{\"name\":\"big\"}},\"data\":{{\"x\":\"{}\"}}}}",
+            "a".repeat(3 * 1024 * 1024 + 10)
+        ),
+    );
+    let (body, code) = curl(
+        &server,
+        &[
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{big}"),
+            "URL/api/v1/namespaces/default/configmaps",
+        ],
+    );
+    assert_eq!(code, "413", "{body}");
+    let (body, code) = curl(
+        &server,
+        &[
+            "-H",
+            &auth,
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Type: text/plain",
+            "-d",
+            "{}",
+            "URL/api/v1/namespaces/default/configmaps/x",
+        ],
+    );
+    assert_eq!(code, "415", "{body}");
+    assert!(body.contains("UnsupportedMediaType"), "{body}");
+    let (body, code) = curl(&server, &["-H", &auth, "URL/metrics"]);
+    assert_eq!(code, "200");
+    assert!(
+        body.contains("apiserver_request_total{code=\"401\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("apiserver_request_duration_seconds_bucket"),
+        "{body}"
+    );
+    let (_, code) = curl(&server, &["-H", &auth, "URL/readyz"]);
+    assert_eq!(code, "200");
+    let _ = eventually(1, || Some(()));
+}

@@ -1,0 +1,174 @@
+//! Starts `kubesim apiserver` on a free port with its own data directory, and runs
+//! kubectl against it. The server is killed when the handle drops, also on failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const KUBECTL_DIR: &str = "/usr/lib/google-cloud-sdk/bin";
+
+/// The kubectl binary for a minor version, e.g. `kubectl_for("1.27")`; falls back to
+/// `kubectl` on PATH for the default version when the versioned one is absent.
+pub fn kubectl_for(version: &str) -> PathBuf {
+    let versioned = Path::new(KUBECTL_DIR).join(format!("kubectl.{version}"));
+    if versioned.exists() || version != "1.32" {
+        versioned
+    } else {
+        PathBuf::from("kubectl")
+    }
+}
+
+pub fn manifest(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/manifests")
+        .join(name)
+}
+
+pub struct ApiServer {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+impl ApiServer {
+    pub fn start() -> ApiServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut server = ApiServer {
+            child: None,
+            dir,
+            kubeconfig,
+            kubectl: kubectl_for("1.32"),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("apiserver.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kubesim"))
+            .args(["apiserver", "--https-listen-port", "0", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .arg("--write-kubeconfig")
+            .arg(&self.kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kubesim apiserver");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.kubeconfig.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "apiserver did not write its kubeconfig: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn command(&self, kubectl: &Path) -> Command {
+        let mut cmd = Command::new(kubectl);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"));
+        cmd
+    }
+
+    /// Runs the default kubectl with `args`.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.command(&self.kubectl)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// Runs kubectl and returns stdout, failing the test with stderr if it failed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl expecting failure and returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should fail, printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn apply(&self, file: &str) -> Output {
+        let path = manifest(file);
+        self.kubectl(&["apply", "-f", path.to_str().expect("utf-8 path")])
+    }
+
+    /// Writes `yaml` to a file in the server's directory and returns its path.
+    pub fn file(&self, name: &str, yaml: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, yaml).expect("write manifest");
+        path.to_string_lossy().into_owned()
+    }
+
+    /// A kube-rs client for this server.
+    pub async fn client(&self) -> kube::Client {
+        let config =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+            .await
+            .expect("kube config");
+        kube::Client::try_from(config).expect("kube client")
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` until it returns `Some`, for at most `secs` seconds.
+pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,636 @@
+//! The real kubectl against the apiserver: the seeds' manifests, apply in its forms,
+//! the table output of `get`, and the everyday editing commands.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use crate::harness::{kubectl_for, manifest, ApiServer};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Columns of the first line and the row starting with `name`.
+fn row(table: &str, name: &str) -> Vec<String> {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row {name} in:\n{table}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn seed_000_deployment_and_clusterip_service_apply_and_reapply() {
+    let server = ApiServer::start();
+    let out = server.apply("000-nginx.yaml");
+    assert_eq!(
+        stdout(&out),
+        "deployment.apps/nginx-deployment created\nservice/nginx-svc created\n",
+        "{}",
+        stderr(&out)
+    );
+    let again = server.apply("000-nginx.yaml");
+    assert_eq!(
+        stdout(&again),
+        "deployment.apps/nginx-deployment unchanged\nservice/nginx-svc unchanged\n",
+        "{}",
+        stderr(&again)
+    );
+
+    let wide = server.ok(&["get", "svc", "nginx-svc", "-o", "wide"]);
+    assert!(wide.starts_with("NAME"), "{wide}");
+    let header: Vec<&str> = wide
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+            "SELECTOR"
+        ]
+    );
+    let cells = row(&wide, "nginx-svc");
+    assert_eq!(cells[1], "ClusterIP");
+    assert!(
+        cells[2].starts_with("10.") && cells[2] != "10.96.0.1",
+        "allocated from the service CIDR: {}",
+        cells[2]
+    );
+    assert_eq!(
+        (cells[3].as_str(), cells[4].as_str(), cells[6].as_str()),
+        ("<none>", "80/TCP", "app=nginx")
+    );
+
+    let deploy = server.ok(&["get", "deploy", "-o", "wide"]);
+    let header: Vec<&str> = deploy
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    let cells = row(&deploy, "nginx-deployment");
+    assert_eq!(
+        (
+            cells[1].as_str(),
+            cells[5].as_str(),
+            cells[6].as_str(),
+            cells[7].as_str()
+        ),
+        ("0/3", "nginx", "nginx:1.14.2", "app=nginx")
+    );
+
+    // A changed field is `configured`, and the change is stored.
+    let changed = std::fs::read_to_string(manifest("000-nginx.yaml"))
+        .expect("manifest")
+        .replace("replicas: 3", "replicas: 5");
+    let path = server.file("nginx-5.yaml", &changed);
+    let out = server.ok(&["apply", "-f", &path]);
+    assert_eq!(
+        out,
+        "deployment.apps/nginx-deployment configured\nservice/nginx-svc unchanged\n"
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "deploy",
+            "nginx-deployment",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}"
+        ]),
+        "5 2"
+    );
+}
+
+#[test]
+fn seed_002_node_ports_in_and_out_of_range() {
+    let server = ApiServer::start();
+    let out = server.apply("002-nodeport-out-of-range.yaml");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("The Service \"test-nodeport-nginx-service\" is invalid: spec.ports[0].nodePort: Invalid value: 58080: provided port is not in the valid range. The range of valid ports is 30000-32767"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing half-written.
+    assert!(server
+        .fails(&["get", "svc", "test-nodeport-nginx-service"])
+        .contains("services \"test-nodeport-nginx-service\" not found"));
+
+    let out = server.apply("002-nodeport.yaml");
+    assert_eq!(
+        stdout(&out),
+        "service/test-nodeport-nginx-service created\n",
+        "{}",
+        stderr(&out)
+    );
+    let cells = row(&server.ok(&["get", "svc"]), "test-nodeport-nginx-service");
+    assert_eq!(
+        (cells[1].as_str(), cells[2].as_str(), cells[4].as_str()),
+        ("NodePort", "10.96.100.80", "8080:30000/TCP")
+    );
+
+    let out = server.apply("002-test-nginx-service.yaml");
+    assert_eq!(
+        stdout(&out),
+        "service/test-nginx-service created\n",
+        "{}",
+        stderr(&out)
+    );
+
+    // The same ClusterIP or nodePort again is refused with the real messages.
+    let dup_ip = server.file(
+        "dup-ip.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: dup\nspec:\n  clusterIP: 10.96.100.80\n  selector:\n    app: x\n  ports:\n  - port: 80\n",
+    );
+    let err = server.fails(&["apply", "-f", &dup_ip]);
+    assert!(err.contains("The Service \"dup\" is invalid: spec.clusterIPs: Invalid value: []string{\"10.96.100.80\"}: failed to allocate IP 10.96.100.80: provided IP is already allocated"), "{err}");
+    let dup = server.file(
+        "dup.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: dup\nspec:\n  type: NodePort\n  selector:\n    app: x\n  ports:\n  - port: 80\n    nodePort: 30000\n",
+    );
+    let err = server.fails(&["apply", "-f", &dup]);
+    assert!(err.contains("The Service \"dup\" is invalid: spec.ports[0].nodePort: Invalid value: 30000: provided port is already allocated"), "{err}");
+
+    // Deleting the Service releases its port and IP.
+    server.ok(&["delete", "svc", "test-nodeport-nginx-service"]);
+    let out = server.ok(&["apply", "-f", &dup]);
+    assert_eq!(out, "service/dup created\n");
+}
+
+#[test]
+fn seed_003_second_service_on_the_same_node_port_is_refused() {
+    let server = ApiServer::start();
+    let out = server.apply("003-replicaset.yaml");
+    assert_eq!(
+        stdout(&out),
+        "replicaset.apps/example-1 created\nservice/ex1-svc created\nservice/ex1-svc-external created\n",
+        "{}",
+        stderr(&out)
+    );
+    let out = server.apply("003-rolling-update.yaml");
+    assert!(!out.status.success());
+    assert_eq!(stdout(&out), "deployment.apps/example-2 created\n");
+    assert!(
+        stderr(&out).contains(
+            "spec.ports[0].nodePort: Invalid value: 30000: provided port is already allocated"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let rs = server.ok(&["get", "rs", "-o", "wide"]);
+    let header: Vec<&str> = rs
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+}
+
+#[test]
+fn seed_004_removed_ingress_version_and_service_type_changes() {
+    let server = ApiServer::start();
+    let out = server.apply("004-ingress-v1beta1.yaml");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .contains("no matches for kind \"Ingress\" in version \"networking.k8s.io/v1beta1\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = server.apply("004-service-python-clusterip.yaml");
+    assert_eq!(
+        stdout(&out),
+        "service/service-python created\n",
+        "{}",
+        stderr(&out)
+    );
+    let ip = server.ok(&[
+        "get",
+        "svc",
+        "service-python",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let out = server.apply("004-service-python-nodeport.yaml");
+    assert_eq!(
+        stdout(&out),
+        "service/service-python configured\n",
+        "{}",
+        stderr(&out)
+    );
+    let cells = row(
+        &server.ok(&["get", "svc", "service-python"]),
+        "service-python",
+    );
+    assert_eq!(
+        (cells[1].as_str(), cells[2].as_str(), cells[4].as_str()),
+        ("NodePort", ip.as_str(), "3000:30080/TCP")
+    );
+    let out = server.apply("004-service-python-loadbalancer.yaml");
+    assert_eq!(
+        stdout(&out),
+        "service/service-python configured\n",
+        "{}",
+        stderr(&out)
+    );
+    let cells = row(
+        &server.ok(&["get", "svc", "service-python"]),
+        "service-python",
+    );
+    assert_eq!(
+        (cells[1].as_str(), cells[3].as_str(), cells[4].as_str()),
+        ("LoadBalancer", "<pending>", "3000:30080/TCP")
+    );
+    // clusterIP is immutable.
+    let err = server.fails(&[
+        "patch",
+        "svc",
+        "service-python",
+        "-p",
+        "{\"spec\":{\"clusterIP\":\"10.96.0.99\"}}",
+    ]);
+    assert!(
+        err.contains(
+            "spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.99\"}: may not change once set"
+        ) || err.contains("field is immutable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn server_side_apply_owns_fields_and_reports_conflicts() {
+    let server = ApiServer::start();
+    let path = manifest("000-nginx.yaml");
+    let path = path.to_str().expect("utf-8");
+    let out = server.ok(&["apply", "--server-side", "-f", path]);
+    assert_eq!(out, "deployment.apps/nginx-deployment serverside-applied\nservice/nginx-svc serverside-applied\n");
+    let managers = server.ok(&[
+        "get",
+        "deploy",
+        "nginx-deployment",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+        "--show-managed-fields",
+    ]);
+    assert!(
+        managers.split_whitespace().any(|m| m == "kubectl"),
+        "{managers}"
+    );
+    server.ok(&["scale", "deploy", "nginx-deployment", "--replicas=2"]);
+    let err = server.fails(&["apply", "--server-side", "-f", path]);
+    // kubectl scale names no field manager, so the apiserver takes the user agent's program name.
+    assert!(
+        err.contains("Apply failed with 1 conflict: conflict with \"kubectl"),
+        "{err}"
+    );
+    assert!(err.contains(": .spec.replicas"), "{err}");
+    server.ok(&["apply", "--server-side", "--force-conflicts", "-f", path]);
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "deploy",
+            "nginx-deployment",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "3"
+    );
+}
+
+#[test]
+fn everyday_commands_work_end_to_end() {
+    let server = ApiServer::start();
+    server.ok(&[
+        "apply",
+        "-f",
+        manifest("000-nginx.yaml").to_str().expect("utf-8"),
+    ]);
+
+    let all = server.ok(&["get", "all"]);
+    assert!(
+        all.contains("service/kubernetes") && all.contains("service/nginx-svc"),
+        "{all}"
+    );
+    assert!(all.contains("deployment.apps/nginx-deployment"), "{all}");
+
+    // Endpoints written by hand for a selector-less Service, as in seed 002's listing.
+    let manual = server.file(
+        "manual-ep.yaml",
+        "apiVersion: v1\nkind: Endpoints\nmetadata:\n  name: manual\nsubsets:\n- addresses:\n  - ip: 10.244.1.5\n  - ip: 10.244.2.3\n  - ip: 10.244.2.4\n  - ip: 10.244.3.9\n  ports:\n  - port: 80\n",
+    );
+    server.ok(&["apply", "-f", &manual]);
+    let ep = server.ok(&["get", "endpoints"]);
+    assert_eq!(
+        ep.lines()
+            .next()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["NAME", "ENDPOINTS", "AGE"])
+    );
+    assert_eq!(
+        row(&ep, "manual")[1..3],
+        ["10.244.1.5:80,10.244.2.3:80,10.244.2.4:80", "+"],
+        "{ep}"
+    );
+
+    let yaml = server.ok(&["get", "svc", "nginx-svc", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: Service") && yaml.contains("targetPort: 80") && yaml.contains("uid:"),
+        "{yaml}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "deploy", "nginx-deployment", "-o", "json"]))
+            .expect("json");
+    assert_eq!(
+        json["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.14.2"
+    );
+    assert_eq!(json["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+
+    let describe = server.ok(&["describe", "svc", "nginx-svc"]);
+    for line in [
+        "Name:",
+        "Namespace:",
+        "Selector:",
+        "Type:",
+        "IP:",
+        "Port:",
+        "TargetPort:",
+    ] {
+        assert!(
+            describe.contains(line),
+            "{line} missing from describe:\n{describe}"
+        );
+    }
+    assert!(
+        describe.contains("app=nginx") && describe.contains("80/TCP"),
+        "{describe}"
+    );
+
+    assert_eq!(
+        server.ok(&["scale", "deploy", "nginx-deployment", "--replicas=1"]),
+        "deployment.apps/nginx-deployment scaled\n"
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "deploy",
+            "nginx-deployment",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "1"
+    );
+    assert_eq!(
+        server.ok(&["label", "svc", "nginx-svc", "tier=web"]),
+        "service/nginx-svc labeled\n"
+    );
+    assert_eq!(
+        server.ok(&["get", "svc", "-l", "tier=web", "-o", "name"]),
+        "service/nginx-svc\n"
+    );
+    assert_eq!(
+        server.ok(&["get", "svc", "-l", "tier in (db,cache)", "-o", "name"]),
+        ""
+    );
+    assert_eq!(
+        server.ok(&["annotate", "svc", "nginx-svc", "owner=lab"]),
+        "service/nginx-svc annotated\n"
+    );
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "svc",
+            "nginx-svc",
+            "-o",
+            "jsonpath={.metadata.annotations.owner}"
+        ]),
+        "lab"
+    );
+
+    // kubectl edit with an editor that changes the port.
+    let editor = server.file(
+        "editor.sh",
+        "#!/bin/sh\nsed -i 's/port: 80$/port: 8080/' \"$1\"\n",
+    );
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let out = server
+        .command(&server.kubectl)
+        .env("KUBE_EDITOR", &editor)
+        .args(["edit", "svc", "nginx-svc"])
+        .output()
+        .expect("edit");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "service/nginx-svc edited\n");
+    assert_eq!(
+        server.ok(&[
+            "get",
+            "svc",
+            "nginx-svc",
+            "-o",
+            "jsonpath={.spec.ports[0].port}"
+        ]),
+        "8080"
+    );
+
+    let out = server.ok(&[
+        "delete",
+        "-f",
+        manifest("000-nginx.yaml").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(
+        out,
+        "deployment.apps \"nginx-deployment\" deleted\nservice \"nginx-svc\" deleted\n"
+    );
+    assert!(server
+        .fails(&["get", "deploy", "nginx-deployment"])
+        .contains("not found"));
+}
+
+#[test]
+fn get_pods_watch_prints_events_as_they_happen() {
+    let server = ApiServer::start();
+    let mut watch = server
+        .command(&server.kubectl)
+        .args(["get", "pods", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = watch.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let pod = server.file(
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: watched\n  labels:\n    run: watched\nspec:\n  containers:\n  - name: c\n    image: busybox\n",
+    );
+    // Whether kubectl lists the pod or is told of it by the watch, it prints it as ADDED.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.ok(&["apply", "-f", &pod]);
+    server.ok(&["label", "pod", "watched", "tier=web"]);
+    server.ok(&["delete", "pod", "watched"]);
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        match lines.next() {
+            Some(Ok(line)) => seen.push(line),
+            _ => break,
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let columns = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        columns(&seen[0]),
+        ["EVENT", "NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{seen:?}"
+    );
+    assert_eq!(
+        columns(&seen[1])[..4],
+        ["ADDED", "watched", "0/1", "Pending"],
+        "{seen:?}"
+    );
+    assert_eq!(columns(&seen[2])[..2], ["MODIFIED", "watched"], "{seen:?}");
+    assert_eq!(columns(&seen[3])[..2], ["DELETED", "watched"], "{seen:?}");
+}
+
+#[test]
+fn finalizers_hold_a_deleted_object_until_removed() {
+    let server = ApiServer::start();
+    let cm = server.file(
+        "held.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers:\n  - example.com/hold\ndata:\n  a: b\n",
+    );
+    server.ok(&["apply", "-f", &cm]);
+    server.ok(&["delete", "configmap", "held", "--wait=false"]);
+    let ts = server.ok(&[
+        "get",
+        "configmap",
+        "held",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(
+        !ts.is_empty(),
+        "a finalizer keeps the object, marked for deletion"
+    );
+    // Creating it again while it is being deleted is refused.
+    assert!(server
+        .fails(&["create", "-f", &cm])
+        .contains("AlreadyExists"));
+    server.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        "{\"metadata\":{\"finalizers\":null}}",
+    ]);
+    assert!(
+        server
+            .fails(&["get", "configmap", "held"])
+            .contains("not found"),
+        "removing the last finalizer deletes it"
+    );
+}
+
+#[test]
+fn kubectl_1_27_and_1_33_apply_and_get() {
+    let mut server = ApiServer::start();
+    for version in ["1.27", "1.33"] {
+        server.kubectl = kubectl_for(version);
+        let ns = format!("v{}", version.replace('.', "-"));
+        server.ok(&["create", "namespace", &ns]);
+        let out = server.ok(&[
+            "apply",
+            "-n",
+            &ns,
+            "-f",
+            manifest("000-nginx.yaml").to_str().expect("utf-8"),
+        ]);
+        assert_eq!(
+            out, "deployment.apps/nginx-deployment created\nservice/nginx-svc created\n",
+            "kubectl {version}"
+        );
+        let svc = server.ok(&["get", "-n", &ns, "svc", "nginx-svc"]);
+        assert_eq!(row(&svc, "nginx-svc")[1], "ClusterIP", "kubectl {version}");
+        let out = server.ok(&["delete", "namespace", &ns]);
+        assert_eq!(out, format!("namespace \"{ns}\" deleted\n"));
+        assert!(server
+            .fails(&["get", "-n", &ns, "svc", "nginx-svc"])
+            .contains("not found"));
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_status() {
+    let server = ApiServer::start();
+    let bad_name = server.file(
+        "bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n",
+    );
+    let err = server.fails(&["apply", "-f", &bad_name]);
+    assert!(
+        err.contains("metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
+        "{err}"
+    );
+    let unknown_field = server.file(
+        "unknown.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\nspec:\n  replicas: 1\n",
+    );
+    let err = server.fails(&["apply", "-f", &unknown_field]);
+    assert!(err.contains("unknown field \"spec\""), "{err}");
+    let err = server.fails(&["get", "svc", "does-not-exist"]);
+    assert!(
+        err.contains("Error from server (NotFound): services \"does-not-exist\" not found"),
+        "{err}"
+    );
+    let err = server.fails(&["create", "namespace", "default"]);
+    assert!(
+        err.contains("Error from server (AlreadyExists): namespaces \"default\" already exists"),
+        "{err}"
+    );
+    let err = server.fails(&["get", "svc", "--field-selector", "spec.ports=80"]);
+    assert!(
+        err.contains("field label not supported: spec.ports"),
+        "{err}"
+    );
+}

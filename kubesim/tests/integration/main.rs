@@ -1,0 +1,7 @@
+//! Black-box tests of the `kubesim` binary, driven by real clients: kubectl (several
+//! versions), kube-rs and the Python `kubernetes` package.
+
+mod clients;
+mod durability;
+mod harness;
+mod kubectl;
