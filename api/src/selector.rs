@@ -56,16 +56,7 @@ fn max_len_error(max: usize) -> String {
 
 /// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`: the shape of a label name and of a non-empty value.
 fn is_label_token(s: &str) -> bool {
-    let b = s.as_bytes();
-    match (b.first(), b.last()) {
-        (Some(first), Some(last)) => {
-            first.is_ascii_alphanumeric()
-                && last.is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        }
-        _ => false,
-    }
+    crate::validation::qualified_part_ok(s)
 }
 
 fn is_dns1123_label(s: &str) -> bool {

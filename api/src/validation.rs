@@ -381,7 +381,7 @@ fn subdomain_ok(s: &str) -> bool {
     s.split('.').all(label_ok)
 }
 
-fn qualified_part_ok(s: &str) -> bool {
+pub(crate) fn qualified_part_ok(s: &str) -> bool {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
         (Some(first), Some(last)) => {

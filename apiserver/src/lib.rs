@@ -247,6 +247,10 @@ mod tests {
         (parts.status, parts.headers, value)
     }
 
+    async fn get(state: &SharedState, uri: &str) -> (StatusCode, http::HeaderMap, Value) {
+        call(state, "GET", uri, None, &[]).await
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn requests_without_the_token_get_a_401_status() {
         let (_dir, state) = state().await;
@@ -260,7 +264,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn bootstrap_makes_default_namespaces_and_the_kubernetes_service() {
         let (_dir, state) = state().await;
-        let (code, _, list) = call(&state, "GET", "/api/v1/namespaces", None, &[]).await;
+        let (code, _, list) = get(&state, "/api/v1/namespaces").await;
         assert_eq!(code, StatusCode::OK);
         let names: Vec<&str> = list["items"]
             .as_array()
@@ -272,14 +276,7 @@ mod tests {
             names,
             ["default", "kube-node-lease", "kube-public", "kube-system"]
         );
-        let (_, _, svc) = call(
-            &state,
-            "GET",
-            "/api/v1/namespaces/default/services/kubernetes",
-            None,
-            &[],
-        )
-        .await;
+        let (_, _, svc) = get(&state, "/api/v1/namespaces/default/services/kubernetes").await;
         assert_eq!(
             (
                 svc["spec"]["clusterIP"].as_str(),
@@ -287,14 +284,7 @@ mod tests {
             ),
             (Some("10.96.0.1"), Some(443))
         );
-        let (code, _, _) = call(
-            &state,
-            "GET",
-            "/api/v1/namespaces/default/endpoints/kubernetes",
-            None,
-            &[],
-        )
-        .await;
+        let (code, _, _) = get(&state, "/api/v1/namespaces/default/endpoints/kubernetes").await;
         assert_eq!(
             code,
             StatusCode::NOT_FOUND,
@@ -314,22 +304,12 @@ mod tests {
         let state = AppState::open(&config, "secret".into(), 6443)
             .await
             .expect("open");
-        let (_, _, ep) = call(
-            &state,
-            "GET",
-            "/api/v1/namespaces/default/endpoints/kubernetes",
-            None,
-            &[],
-        )
-        .await;
+        let (_, _, ep) = get(&state, "/api/v1/namespaces/default/endpoints/kubernetes").await;
         assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "192.168.1.1");
         assert_eq!(ep["subsets"][0]["ports"][0]["port"], 6443);
-        let (_, _, slice) = call(
+        let (_, _, slice) = get(
             &state,
-            "GET",
             "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
-            None,
-            &[],
         )
         .await;
         assert_eq!(slice["endpoints"][0]["addresses"][0], "192.168.1.1");
@@ -338,23 +318,9 @@ mod tests {
         let state = AppState::open(&config, "secret".into(), 7443)
             .await
             .expect("reopen");
-        let (_, _, ep) = call(
-            &state,
-            "GET",
-            "/api/v1/namespaces/default/endpoints/kubernetes",
-            None,
-            &[],
-        )
-        .await;
+        let (_, _, ep) = get(&state, "/api/v1/namespaces/default/endpoints/kubernetes").await;
         assert_eq!(ep["subsets"][0]["ports"][0]["port"], 7443);
-        let (_, _, svc) = call(
-            &state,
-            "GET",
-            "/api/v1/namespaces/default/services/kubernetes",
-            None,
-            &[],
-        )
-        .await;
+        let (_, _, svc) = get(&state, "/api/v1/namespaces/default/services/kubernetes").await;
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 7443);
     }
 
@@ -384,14 +350,7 @@ mod tests {
             status["details"]["causes"][0]["reason"],
             "FieldValueInvalid"
         );
-        let (code, _, _) = call(
-            &state,
-            "GET",
-            "/api/v1/namespaces/default/services/np",
-            None,
-            &[],
-        )
-        .await;
+        let (code, _, _) = get(&state, "/api/v1/namespaces/default/services/np").await;
         assert_eq!(code, StatusCode::NOT_FOUND);
     }
 
@@ -425,7 +384,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn openapi_v3_tells_kubectl_the_server_validates_fields() {
         let (_dir, state) = state().await;
-        let (_, _, doc) = call(&state, "GET", "/openapi/v3/apis/apps/v1", None, &[]).await;
+        let (_, _, doc) = get(&state, "/openapi/v3/apis/apps/v1").await;
         let patch =
             &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
         assert_eq!(

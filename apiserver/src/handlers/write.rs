@@ -351,6 +351,11 @@ pub fn update_in(
     Ok(ctx.store(txn, &key, new))
 }
 
+/// The stored object at `key`, or the NotFound status for `name`.
+fn existing(txn: &Txn<'_>, res: &Resource, key: &str, name: &str) -> Result<Value> {
+    txn.get(key)?.ok_or_else(|| ApiError::not_found(res, name))
+}
+
 fn item_key(call: &Call) -> (String, String) {
     let t = &call.target;
     let name = t.name.clone().unwrap_or_default();
@@ -386,9 +391,7 @@ pub async fn update(call: Call) -> Result<Response> {
     let updated = state
         .store
         .write(|txn| {
-            let old = txn
-                .get(&key)?
-                .ok_or_else(|| ApiError::not_found(res, &name))?;
+            let old = existing(txn, res, &key, &name)?;
             update_in(&mut ctx, txn, sub.as_deref(), old, new)
         })
         .await?;
@@ -684,9 +687,7 @@ pub async fn delete(call: Call) -> Result<Response> {
     let outcome = state
         .store
         .write(|txn| {
-            let obj = txn
-                .get(&key)?
-                .ok_or_else(|| ApiError::not_found(res, &name))?;
+            let obj = existing(txn, res, &key, &name)?;
             delete_in(&ctx, txn, obj, &opts)
         })
         .await?;
@@ -801,9 +802,7 @@ async fn write_scale(call: Call, patch: Option<(String, Value)>) -> Result<Respo
     let updated = state
         .store
         .write(|txn| {
-            let old = txn
-                .get(&key)?
-                .ok_or_else(|| ApiError::not_found(res, &name))?;
+            let old = existing(txn, res, &key, &name)?;
             let current = scale_of(&old);
             let scale = match &patch {
                 Some((content_type, p)) => match content_type.as_str() {
@@ -880,9 +879,7 @@ pub async fn bind(call: Call) -> Result<Response> {
     state
         .store
         .write(|txn| {
-            let old = txn
-                .get(&key)?
-                .ok_or_else(|| ApiError::not_found(res, &name))?;
+            let old = existing(txn, res, &key, &name)?;
             if let Some(current) = old
                 .pointer("/spec/nodeName")
                 .and_then(Value::as_str)
