@@ -1,0 +1,62 @@
+//! The kubesim control loops, each its own module with a pure decision function and a
+//! reconciler on kube-rs's runtime (watcher, reflector, Controller) against the
+//! apiserver: deployments, replicasets, endpoints, endpointslices (and their mirroring),
+//! the scheduler, node podCIDR allocation and ownerReference garbage collection.
+//!
+//! Nothing here touches the kernel or the store directly: every read and write goes
+//! through the Kubernetes API, as a real controller-manager's does.
+
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod gc;
+pub mod nodeipam;
+pub mod replicaset;
+pub mod scheduler;
+
+/// Settings of the loops that have any.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The range node podCIDRs come from (10.244.0.0/16).
+    pub cluster_cidr: String,
+    /// The prefix length of each node's podCIDR (24).
+    pub node_cidr_mask_size: u8,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cluster_cidr: "10.244.0.0/16".into(),
+            node_cidr_mask_size: 24,
+        }
+    }
+}
+
+/// Runs every control loop until one of them stops; its error ends the whole.
+pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let c = || client.clone();
+    tokio::try_join!(
+        async { deployment::run(c()).await.context("deployment controller") },
+        async { replicaset::run(c()).await.context("replicaset controller") },
+        async { endpoints::run(c()).await.context("endpoints controller") },
+        async {
+            endpointslice::run(c())
+                .await
+                .context("endpointslice controller")
+        },
+        async {
+            endpointslice::mirroring::run(c())
+                .await
+                .context("endpointslice mirroring controller")
+        },
+        async { scheduler::run(c()).await.context("scheduler") },
+        async {
+            nodeipam::run(c(), &options.cluster_cidr, options.node_cidr_mask_size)
+                .await
+                .context("node ipam controller")
+        },
+        async { gc::run(c()).await.context("garbage collector") },
+    )?;
+    Ok(())
+}
