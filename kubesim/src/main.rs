@@ -21,6 +21,44 @@ struct Cli {
 enum Command {
     /// Run the Kubernetes API server (HTTPS, bearer token, storage in sled).
     Apiserver(ApiserverArgs),
+    /// Run the control loops: deployments, replicasets, endpoints, endpointslices,
+    /// scheduler, node IPAM and garbage collection.
+    Controller(ControllerArgs),
+    /// Run nodes: `--simulated` registers N nodes that run their pods as status only.
+    Kubelet(KubeletArgs),
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// The kubeconfig of the apiserver to work against.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The range node podCIDRs are allocated from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// The prefix length of each node's podCIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+}
+
+#[derive(clap::Args)]
+struct KubeletArgs {
+    /// The kubeconfig of the apiserver to work against.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Simulated nodes (KWOK-style): no namespaces, pods run as status only.
+    /// Required until real nodes are available.
+    #[arg(long, required = true)]
+    simulated: bool,
+    /// How many nodes to register.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Node names are this prefix and a number from 1.
+    #[arg(long, default_value = "kubesim-node-")]
+    node_name_prefix: String,
+    /// The InternalIP of the first node; the others follow.
+    #[arg(long, default_value = "192.168.1.11")]
+    first_node_ip: std::net::Ipv4Addr,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +99,40 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Apiserver(args) => run_apiserver(args).await,
+        Command::Controller(args) => run_controller(args).await,
+        Command::Kubelet(args) => run_kubelet(args).await,
+    }
+}
+
+async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = client(&args.kubeconfig).await?;
+    let options = controller::Options {
+        cluster_cidr: args.cluster_cidr,
+        node_cidr_mask_size: args.node_cidr_mask_size,
+    };
+    tokio::select! {
+        result = controller::run(client, options) => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn run_kubelet(args: KubeletArgs) -> anyhow::Result<()> {
+    let client = client(&args.kubeconfig).await?;
+    let options = kubelet::simulated::SimulatedOptions {
+        nodes: args.nodes,
+        name_prefix: args.node_name_prefix,
+        first_ip: args.first_node_ip,
+    };
+    tokio::select! {
+        result = kubelet::simulated::run(client, options) => Ok(result?),
+        _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
 

@@ -159,6 +159,94 @@ impl Drop for ApiServer {
     }
 }
 
+/// An apiserver plus `kubesim controller` and `kubesim kubelet --simulated` processes:
+/// a control plane with simulated nodes. Every process is killed on drop.
+pub struct Cluster {
+    pub server: ApiServer,
+    components: Vec<Child>,
+}
+
+impl Cluster {
+    pub fn start(nodes: usize) -> Cluster {
+        let server = ApiServer::start();
+        let mut cluster = Cluster {
+            server,
+            components: Vec::new(),
+        };
+        cluster.spawn("controller", &["controller"]);
+        cluster.spawn(
+            "kubelet",
+            &["kubelet", "--simulated", "--nodes", &nodes.to_string()],
+        );
+        let ready = eventually(30, || {
+            let out = cluster.server.kubectl(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[*].spec.podCIDR}",
+            ]);
+            let cidrs = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .count();
+            (cidrs == nodes).then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "nodes did not register with pod CIDRs:\n{}",
+            cluster.logs()
+        );
+        cluster
+    }
+
+    fn spawn(&mut self, name: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.server.dir.path().join(format!("{name}.log")))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kubesim"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.server.kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start kubesim {name}: {e}"));
+        self.components.push(child);
+    }
+
+    /// Every component's log, for failure messages.
+    pub fn logs(&self) -> String {
+        ["apiserver", "controller", "kubelet"]
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(self.server.dir.path().join(format!("{n}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!(
+                    "--- {n} ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = ApiServer;
+    fn deref(&self) -> &ApiServer {
+        &self.server
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.components {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Polls `f` until it returns `Some`, for at most `secs` seconds.
 pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + Duration::from_secs(secs);
