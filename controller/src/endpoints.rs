@@ -304,6 +304,25 @@ pub(crate) fn services_selecting<'a>(
         .collect()
 }
 
+/// The Services a pod event concerns: those selecting the pod before or after a change
+/// that can move endpoints; `None` after a re-list, when every Service needs a look.
+pub(crate) fn services_for_pod(
+    services: &Store<Service>,
+    seen: Seen<'_, Pod>,
+) -> Option<Vec<ObjectRef<Service>>> {
+    match seen {
+        Seen::Applied { old, new } => {
+            Some(if old.as_deref().is_none_or(|old| pod_changed(old, new)) {
+                services_selecting(services, [old.as_deref(), Some(new)])
+            } else {
+                Vec::new()
+            })
+        }
+        Seen::Deleted(pod) => Some(services_selecting(services, [Some(pod)])),
+        Seen::Listed => None,
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Last-change trigger time
 // ---------------------------------------------------------------------------------------
@@ -818,20 +837,9 @@ pub async fn run(client: Client) -> Result<()> {
         pods_writer,
         {
             let (ctx, sync) = (ctx.clone(), sync_tx.clone());
-            move |seen| match seen {
-                Seen::Applied { old, new } => {
-                    if old.as_deref().is_none_or(|old| pod_changed(old, new)) {
-                        for svc in services_selecting(&ctx.services, [old.as_deref(), Some(new)]) {
-                            enqueue(&sync, svc);
-                        }
-                    }
-                }
-                Seen::Deleted(pod) => {
-                    for svc in services_selecting(&ctx.services, [Some(pod)]) {
-                        enqueue(&sync, svc);
-                    }
-                }
-                Seen::Listed => all_services(&ctx, &sync),
+            move |seen| match services_for_pod(&ctx.services, seen) {
+                Some(services) => services.into_iter().for_each(|svc| enqueue(&sync, svc)),
+                None => all_services(&ctx, &sync),
             }
         },
     );

@@ -36,10 +36,10 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::endpoints::{
-    drive, enqueue, find_port, is_headless, is_pod_ready, lock, node_name, pod_changed,
-    pod_hostname, pod_ips, pod_reference, publishes_not_ready, queue, report, retry_after, selects,
-    service_families, service_ports, service_selector, services_selecting, should_publish, Family,
-    Seen, TriggerTimes, HEADLESS_LABEL, LAST_CHANGE_TRIGGER_TIME, WORKERS,
+    drive, enqueue, find_port, is_headless, is_pod_ready, lock, node_name, pod_hostname, pod_ips,
+    pod_reference, publishes_not_ready, queue, report, retry_after, selects, service_families,
+    service_ports, service_selector, services_for_pod, should_publish, Family, Seen, TriggerTimes,
+    HEADLESS_LABEL, LAST_CHANGE_TRIGGER_TIME, WORKERS,
 };
 
 /// Label naming the Service a slice belongs to.
@@ -746,20 +746,9 @@ pub async fn run_with(client: Client, options: Options) -> Result<()> {
         pods_writer,
         {
             let (ctx, tx) = (ctx.clone(), tx.clone());
-            move |seen| match seen {
-                Seen::Applied { old, new } => {
-                    if old.as_deref().is_none_or(|old| pod_changed(old, new)) {
-                        for svc in services_selecting(&ctx.services, [old.as_deref(), Some(new)]) {
-                            enqueue(&tx, svc);
-                        }
-                    }
-                }
-                Seen::Deleted(pod) => {
-                    for svc in services_selecting(&ctx.services, [Some(pod)]) {
-                        enqueue(&tx, svc);
-                    }
-                }
-                Seen::Listed => everything(&ctx, &tx),
+            move |seen| match services_for_pod(&ctx.services, seen) {
+                Some(services) => services.into_iter().for_each(|svc| enqueue(&tx, svc)),
+                None => everything(&ctx, &tx),
             }
         },
     );
