@@ -34,7 +34,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Config, Error as ControllerError};
+use kube::runtime::controller::{Action, Config};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::{applier, WatchStreamExt};
@@ -44,8 +44,9 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::replicaset::{
     adopt_patch, controlled_by, controller_of, controller_ref, is_not_found, is_pod_terminal,
-    key_of, lock, now, release_patch, spec_replicas, Retries, Selector,
+    key_of, now, release_patch, spec_replicas, Retries, Selector,
 };
+use crate::runtime::{lock, report};
 
 /// The revision of a ReplicaSet (and, copied, of its Deployment).
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -1671,21 +1672,17 @@ pub async fn run(client: Client) -> Result<()> {
         .map_ok(|refs| stream::iter(refs).map(Ok::<_, watcher::Error>))
         .try_flatten();
 
-    applier(
-        |d, ctx| Box::pin(reconcile(d, ctx)),
-        error_policy,
-        ctx,
-        deployments,
-        queue,
-        Config::default(),
+    report(
+        "deployment",
+        applier(
+            |d, ctx| Box::pin(reconcile(d, ctx)),
+            error_policy,
+            ctx,
+            deployments,
+            queue,
+            Config::default(),
+        ),
     )
-    .for_each(|result| async move {
-        match result {
-            Ok((d, _)) => debug!(deployment = %d, "reconciled"),
-            Err(err @ ControllerError::ObjectNotFound(_)) => debug!(%err, "deployment gone"),
-            Err(err) => warn!(%err, "deployment controller"),
-        }
-    })
     .await;
     Ok(())
 }

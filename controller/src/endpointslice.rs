@@ -36,11 +36,12 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::endpoints::{
-    drive, enqueue, find_port, is_headless, is_pod_ready, lock, node_name, pod_hostname, pod_ips,
-    pod_reference, publishes_not_ready, queue, report, retry_after, selects, service_families,
-    service_ports, service_selector, services_for_pod, should_publish, Family, Seen, TriggerTimes,
-    HEADLESS_LABEL, LAST_CHANGE_TRIGGER_TIME, WORKERS,
+    find_port, is_headless, is_pod_ready, node_name, pod_hostname, pod_ips, pod_reference,
+    publishes_not_ready, selects, service_families, service_ports, service_selector,
+    services_for_pod, should_publish, Family, TriggerTimes, HEADLESS_LABEL,
+    LAST_CHANGE_TRIGGER_TIME, WORKERS,
 };
+use crate::runtime::{drive, enqueue, lock, queue, report, retry_after, Seen};
 
 /// Label naming the Service a slice belongs to.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";

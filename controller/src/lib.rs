@@ -12,6 +12,7 @@ pub mod endpointslice;
 pub mod gc;
 pub mod nodeipam;
 pub mod replicaset;
+mod runtime;
 pub mod scheduler;
 
 /// Settings of the loops that have any.

@@ -19,7 +19,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -31,13 +31,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Config, Error as ControllerError};
+use kube::runtime::controller::{Action, Config};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::{applier, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{json, Map, Value};
 use tracing::{debug, info, instrument, warn};
+
+use crate::runtime::{lock, report};
 
 /// Upstream's `BurstReplicas`: at most this many pods are created or deleted per sync.
 const BURST_REPLICAS: usize = 500;
@@ -168,10 +170,6 @@ impl Retries {
     pub(crate) fn reset(&self, key: &str) {
         lock(&self.0).remove(key);
     }
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `namespace/name`, how logs and retry keys name an object.
@@ -765,21 +763,17 @@ pub async fn run(client: Client) -> Result<()> {
         .map_ok(|refs| stream::iter(refs).map(Ok::<_, watcher::Error>))
         .try_flatten();
 
-    applier(
-        |rs, ctx| Box::pin(reconcile(rs, ctx)),
-        error_policy,
-        ctx,
-        rss,
-        queue,
-        Config::default(),
+    report(
+        "replicaset",
+        applier(
+            |rs, ctx| Box::pin(reconcile(rs, ctx)),
+            error_policy,
+            ctx,
+            rss,
+            queue,
+            Config::default(),
+        ),
     )
-    .for_each(|result| async move {
-        match result {
-            Ok((rs, _)) => debug!(replicaset = %rs, "reconciled"),
-            Err(err @ ControllerError::ObjectNotFound(_)) => debug!(%err, "replicaset gone"),
-            Err(err) => warn!(%err, "replicaset controller"),
-        }
-    })
     .await;
     Ok(())
 }

@@ -32,9 +32,8 @@ use super::{
     Error, Expectations, Result, SlicePlan, SliceWriter, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
     STALE_CACHE_RETRY,
 };
-use crate::endpoints::{
-    drive, enqueue, queue, report, same_name, Family, Seen, LAST_CHANGE_TRIGGER_TIME, WORKERS,
-};
+use crate::endpoints::{Family, LAST_CHANGE_TRIGGER_TIME, WORKERS};
+use crate::runtime::{drive, enqueue, queue, report, same_name, Seen};
 
 /// This controller's `managed-by` value.
 pub const CONTROLLER_NAME: &str = "endpointslicemirroring-controller.k8s.io";
