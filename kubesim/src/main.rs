@@ -26,6 +26,9 @@ enum Command {
     Controller(ControllerArgs),
     /// Run nodes: `--simulated` registers N nodes that run their pods as status only.
     Kubelet(KubeletArgs),
+    /// Run as a CNI plugin: reads CNI_* variables and the network configuration on stdin,
+    /// as any CNI runtime calls it.
+    Cni,
 }
 
 #[derive(clap::Args)]
@@ -101,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Apiserver(args) => run_apiserver(args).await,
         Command::Controller(args) => run_controller(args).await,
         Command::Kubelet(args) => run_kubelet(args).await,
+        Command::Cni => std::process::exit(cni::main()),
     }
 }
 

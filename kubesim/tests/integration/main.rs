@@ -2,6 +2,7 @@
 //! versions), kube-rs and the Python `kubernetes` package.
 
 mod clients;
+mod cni;
 mod controllers;
 mod durability;
 mod harness;
