@@ -40,7 +40,7 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::{applier, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, info, instrument};
 
 use crate::replicaset::{
     adopt_patch, controlled_by, controller_of, controller_ref, is_not_found, is_pod_terminal,
@@ -1688,14 +1688,8 @@ pub async fn run(client: Client) -> Result<()> {
 }
 
 fn error_policy(d: Arc<Deployment>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = key_of(&d.metadata);
-    let delay = ctx.retries.next_delay(&key);
-    if err.is_stale() {
-        debug!(deployment = %key, %err, ?delay, "stale cache, retrying");
-    } else {
-        warn!(deployment = %key, %err, ?delay, "sync failed, retrying");
-    }
-    Action::requeue(delay)
+    ctx.retries
+        .after_failure("deployment", &key_of(&d.metadata), err, err.is_stale())
 }
 
 #[instrument(skip_all, fields(deployment = %key_of(&d.metadata)))]

@@ -159,7 +159,7 @@ pub(crate) fn now() -> Timestamp {
 pub(crate) struct Retries(Mutex<HashMap<String, u32>>);
 
 impl Retries {
-    pub(crate) fn next_delay(&self, key: &str) -> Duration {
+    fn next_delay(&self, key: &str) -> Duration {
         let mut failures = lock(&self.0);
         let n = failures.entry(key.to_string()).or_default();
         let delay = Duration::from_millis(50u64 << (*n).min(10));
@@ -169,6 +169,24 @@ impl Retries {
 
     pub(crate) fn reset(&self, key: &str) {
         lock(&self.0).remove(key);
+    }
+
+    /// The requeue after a failed sync of `key`, with backoff; a conflict from a stale
+    /// cache is expected and logged quietly, anything else as a warning.
+    pub(crate) fn after_failure(
+        &self,
+        kind: &'static str,
+        key: &str,
+        err: &dyn std::fmt::Display,
+        stale: bool,
+    ) -> Action {
+        let delay = self.next_delay(key);
+        if stale {
+            debug!(controller = kind, object = %key, %err, ?delay, "stale cache, retrying");
+        } else {
+            warn!(controller = kind, object = %key, %err, ?delay, "sync failed, retrying");
+        }
+        Action::requeue(delay)
     }
 }
 
@@ -779,14 +797,8 @@ pub async fn run(client: Client) -> Result<()> {
 }
 
 fn error_policy(rs: Arc<ReplicaSet>, err: &Error, ctx: Arc<Context>) -> Action {
-    let key = key_of(&rs.metadata);
-    let delay = ctx.retries.next_delay(&key);
-    if err.is_stale() {
-        debug!(replicaset = %key, %err, ?delay, "stale cache, retrying");
-    } else {
-        warn!(replicaset = %key, %err, ?delay, "sync failed, retrying");
-    }
-    Action::requeue(delay)
+    ctx.retries
+        .after_failure("replicaset", &key_of(&rs.metadata), err, err.is_stale())
 }
 
 #[instrument(skip_all, fields(replicaset = %key_of(&rs.metadata)))]
