@@ -551,9 +551,30 @@ impl Expectations {
         }
     }
 
+    /// Where a watch event of the controller's own slices (already in the store) leads:
+    /// nowhere for the echo of a pending write, to the slice's owner otherwise, and to
+    /// every owner after a re-list, when the store is authoritative again.
+    pub(crate) fn route<K: kube::Resource<DynamicType = ()>>(
+        &self,
+        seen: Seen<'_, EndpointSlice>,
+    ) -> SliceRoute<K> {
+        let (slice, deleted) = match seen {
+            Seen::Applied { new, .. } => (new, false),
+            Seen::Deleted(slice) => (slice, true),
+            Seen::Listed => {
+                lock(&self.pending).clear();
+                return SliceRoute::Everything;
+            }
+        };
+        if self.echo(slice, deleted) {
+            return SliceRoute::Echo;
+        }
+        slice_owner(slice).map_or(SliceRoute::Echo, SliceRoute::Owner)
+    }
+
     /// Matches a watch event (already in the store) against the pending writes; true
     /// when it is the echo of one, which needs no reconcile.
-    pub(crate) fn echo(&self, slice: &EndpointSlice, deleted: bool) -> bool {
+    fn echo(&self, slice: &EndpointSlice, deleted: bool) -> bool {
         let key = (slice.namespace().unwrap_or_default(), slice.name_any());
         let mut pending = lock(&self.pending);
         let Some(expected) = pending.get(&key) else {
@@ -575,11 +596,16 @@ impl Expectations {
             .iter()
             .any(|((n, _), e)| n == ns && e.owner == owner)
     }
+}
 
-    /// After a relist the store is authoritative again.
-    pub(crate) fn clear(&self) {
-        lock(&self.pending).clear();
-    }
+/// What a slice watch event asks of its controller (see [`Expectations::route`]).
+pub(crate) enum SliceRoute<K: kube::Resource> {
+    /// The echo of its own write, or a slice with no owner to name: nothing.
+    Echo,
+    /// Reconcile this owner.
+    Owner(ObjectRef<K>),
+    /// Reconcile every owner.
+    Everything,
 }
 
 /// Where a controller's slice writes go and how they are remembered.
@@ -666,9 +692,7 @@ pub(crate) fn slices_of(
 }
 
 /// The object of kind `K` a slice belongs to: named by its service-name label.
-pub(crate) fn slice_owner<K: kube::Resource<DynamicType = ()>>(
-    slice: &EndpointSlice,
-) -> Option<ObjectRef<K>> {
+fn slice_owner<K: kube::Resource<DynamicType = ()>>(slice: &EndpointSlice) -> Option<ObjectRef<K>> {
     let name = slice.labels().get(LABEL_SERVICE_NAME)?;
     Some(ObjectRef::new(name).within(&slice.namespace()?))
 }
@@ -757,20 +781,10 @@ pub async fn run_with(client: Client, options: Options) -> Result<()> {
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={CONTROLLER_NAME}"));
     let watch_slices = drive(Api::<EndpointSlice>::all(client), managed, slices_writer, {
         let ctx = ctx.clone();
-        move |seen| {
-            let (slice, deleted) = match seen {
-                Seen::Applied { new, .. } => (new, false),
-                Seen::Deleted(slice) => (slice, true),
-                Seen::Listed => {
-                    ctx.expectations.clear();
-                    return everything(&ctx, &tx);
-                }
-            };
-            if !ctx.expectations.echo(slice, deleted) {
-                if let Some(svc) = slice_owner(slice) {
-                    enqueue(&tx, svc);
-                }
-            }
+        move |seen| match ctx.expectations.route(seen) {
+            SliceRoute::Echo => {}
+            SliceRoute::Owner(svc) => enqueue(&tx, svc),
+            SliceRoute::Everything => everything(&ctx, &tx),
         }
     });
 

@@ -28,8 +28,8 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use super::{
-    canonical_ip, endpoint_key, error_policy, ports_key, same_endpoint, slice_owner, slices_of,
-    Error, Expectations, Result, SlicePlan, SliceWriter, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
+    canonical_ip, endpoint_key, error_policy, ports_key, same_endpoint, slices_of, Error,
+    Expectations, Result, SlicePlan, SliceRoute, SliceWriter, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
     STALE_CACHE_RETRY,
 };
 use crate::endpoints::{Family, LAST_CHANGE_TRIGGER_TIME, WORKERS};
@@ -303,20 +303,10 @@ pub async fn run(client: Client) -> Result<()> {
         slices_writer,
         {
             let ctx = ctx.clone();
-            move |seen| {
-                let (slice, deleted) = match seen {
-                    Seen::Applied { new, .. } => (new, false),
-                    Seen::Deleted(slice) => (slice, true),
-                    Seen::Listed => {
-                        ctx.expectations.clear();
-                        return everything(&ctx, &tx);
-                    }
-                };
-                if !ctx.expectations.echo(slice, deleted) {
-                    if let Some(ep) = slice_owner(slice) {
-                        enqueue(&tx, ep);
-                    }
-                }
+            move |seen| match ctx.expectations.route(seen) {
+                SliceRoute::Echo => {}
+                SliceRoute::Owner(ep) => enqueue(&tx, ep),
+                SliceRoute::Everything => everything(&ctx, &tx),
             }
         },
     );
