@@ -35,6 +35,16 @@ pub enum Error {
     Netlink { context: String, message: String },
 }
 
+impl From<netns::Error> for Error {
+    fn from(err: netns::Error) -> Self {
+        match err {
+            netns::Error::Io { context, source } => Error::Io { context, source },
+            netns::Error::Netlink { context, source } => Error::netlink(context, source),
+            other => Error::netlink("network namespace", other),
+        }
+    }
+}
+
 /// `Result` with the plugin's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -145,8 +145,10 @@ fn require_netns(env: &Env) -> Result<File> {
 
 fn add(env: &Env, conf: &NetConf) -> Result<AddResult> {
     let netns = require_netns(env)?;
-    let exists = link::in_netns(&netns, || {
-        link::with_netlink(|h| async move { link::link_by_name(&h, &env.ifname).await })
+    let exists = netns::run_in(&netns, || {
+        netns::with_netlink(|h| async move {
+            Ok::<_, Error>(netns::link_by_name(&h, &env.ifname).await?)
+        })
     })?;
     if exists.is_some() {
         return Err(Error::InterfaceExists(env.ifname.clone()));
@@ -166,17 +168,17 @@ fn add_links(env: &Env, conf: &NetConf, netns: &File, ip: Ipv4Addr) -> Result<Ad
     let host = host_veth_name(&env.container_id, &env.ifname);
     let peer = peer_temp_name(&env.container_id, &env.ifname);
     let (host_ref, peer_ref) = (host.as_str(), peer.as_str());
-    let (bridge, host_link) = link::with_netlink(|h| async move {
+    let (bridge, host_link) = netns::with_netlink(|h| async move {
         let bridge = link::ensure_bridge(&h, conf).await?;
         // Leftovers of an interrupted ADD would make the names collide.
         link::delete_link(&h, host_ref).await?;
         link::delete_link(&h, peer_ref).await?;
         let host_link =
             link::create_veth(&h, conf, bridge.header.index, host_ref, peer_ref, netns).await?;
-        Ok((bridge, host_link))
+        Ok::<_, Error>((bridge, host_link))
     })?;
-    let configured = link::in_netns(netns, || {
-        link::with_netlink(|h| async move {
+    let configured = netns::run_in(netns, || {
+        netns::with_netlink(|h| async move {
             link::configure_container(&h, conf, peer_ref, &env.ifname, ip).await
         })
     });
@@ -184,7 +186,7 @@ fn add_links(env: &Env, conf: &NetConf, netns: &File, ip: Ipv4Addr) -> Result<Ad
         Ok(container) => container,
         Err(err) => {
             if let Err(cleanup) =
-                link::with_netlink(|h| async move { link::delete_link(&h, host_ref).await })
+                netns::with_netlink(|h| async move { link::delete_link(&h, host_ref).await })
             {
                 tracing::warn!(%cleanup, "removing the veth after a failed ADD");
             }
@@ -221,12 +223,12 @@ fn del(env: &Env, conf: &NetConf) -> Result<()> {
     let store = Store::open(&conf.data_dir, &conf.name)?;
     store.release(&owner(env))?;
     if let Some(netns) = open_netns(env)? {
-        link::in_netns(&netns, || {
-            link::with_netlink(|h| async move { link::delete_link(&h, &env.ifname).await })
+        netns::run_in(&netns, || {
+            netns::with_netlink(|h| async move { link::delete_link(&h, &env.ifname).await })
         })?;
     }
     let host = host_veth_name(&env.container_id, &env.ifname);
-    link::with_netlink(|h| async move { link::delete_link(&h, &host).await })
+    netns::with_netlink(|h| async move { link::delete_link(&h, &host).await })
 }
 
 fn check(env: &Env, conf: &NetConf) -> Result<()> {
@@ -235,8 +237,8 @@ fn check(env: &Env, conf: &NetConf) -> Result<()> {
     let ip = store
         .find(&owner(env))?
         .ok_or_else(|| Error::UnknownContainer(env.container_id.clone()))?;
-    link::in_netns(&netns, || {
-        link::with_netlink(
+    netns::run_in(&netns, || {
+        netns::with_netlink(
             |h| async move { link::check_container(&h, conf, &env.ifname, ip).await },
         )
     })

@@ -5,115 +5,26 @@
 //! started in, and nothing here ever names the root namespace.
 
 use std::fs::File;
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
 use nix::errno::Errno;
-use nix::sched::{setns, CloneFlags};
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
+use netns::{add_address, format_mac, is_errno, link_by_name, set_up};
+
 use crate::config::NetConf;
 use crate::error::{Error, Result};
-use crate::result::format_mac;
-
-/// Runs `f` with a netlink handle in the calling thread's network namespace.
-pub fn with_netlink<T, F, Fut>(f: F) -> Result<T>
-where
-    F: FnOnce(Handle) -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the netlink runtime", e))?;
-    runtime.block_on(async move {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|e| Error::io("opening a netlink socket", e))?;
-        tokio::spawn(connection);
-        f(handle).await
-    })
-}
-
-/// Runs `f` on a thread that entered the network namespace `ns`.
-pub fn in_netns<T: Send>(ns: &File, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                setns(ns, CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                    Error::io(
-                        "entering the container's netns",
-                        std::io::Error::from(errno),
-                    )
-                })?;
-                f()
-            })
-            .join()
-            .map_err(|_| Error::netlink("container netns", "worker thread panicked"))?
-    })
-}
-
-fn is_errno(err: &rtnetlink::Error, errno: Errno) -> bool {
-    matches!(err, rtnetlink::Error::NetlinkError(msg) if msg.raw_code() == -(errno as i32))
-}
-
-/// The link called `name`, if there is one.
-pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
-    match handle
-        .link()
-        .get()
-        .match_name(name.to_owned())
-        .execute()
-        .try_next()
-        .await
-    {
-        Ok(link) => Ok(link),
-        Err(e) if is_errno(&e, Errno::ENODEV) => Ok(None),
-        Err(e) => Err(Error::netlink(format!("looking up {name}"), e)),
-    }
-}
 
 /// The hardware address of a link, as `aa:bb:…`.
 pub fn mac_of(link: &LinkMessage) -> String {
-    link.attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::Address(bytes) => Some(format_mac(bytes)),
-            _ => None,
-        })
+    netns::mac_of(link)
+        .map(|mac| format_mac(&mac))
         .unwrap_or_default()
-}
-
-async fn set_up(handle: &Handle, index: u32, what: &str) -> Result<()> {
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(|e| Error::netlink(format!("setting {what} up"), e))
-}
-
-async fn add_address(
-    handle: &Handle,
-    index: u32,
-    ip: Ipv4Addr,
-    prefix: u8,
-    what: &str,
-) -> Result<()> {
-    match handle
-        .address()
-        .add(index, IpAddr::V4(ip), prefix)
-        .execute()
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(e) if is_errno(&e, Errno::EEXIST) => Ok(()),
-        Err(e) => Err(Error::netlink(format!("adding {ip}/{prefix} to {what}"), e)),
-    }
 }
 
 /// The bridge of the configuration, created with the gateway address and set up if

@@ -56,15 +56,6 @@ impl AddResult {
     }
 }
 
-/// Formats a hardware address as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,10 +101,5 @@ mod tests {
     #[test]
     fn old_versions_carry_the_ip_version() {
         assert_eq!(result().render("0.4.0")["ips"][0]["version"], json!("4"));
-    }
-
-    #[test]
-    fn formats_macs() {
-        assert_eq!(format_mac(&[0, 0x1a, 0xff, 2, 3, 4]), "00:1a:ff:02:03:04");
     }
 }

@@ -10,23 +10,13 @@
 //! and the wire between them.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::future::Future;
+use std::fs::{self, File};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 
-use futures::TryStreamExt;
-use nix::errno::Errno;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{setns, unshare, CloneFlags};
-use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-/// Where named network namespaces live, as `ip netns` keeps them.
-const NETNS_DIR: &str = "/run/netns";
 /// The longest cluster name: `<cluster>-pext` must fit the kernel's 15-byte names.
 pub const MAX_CLUSTER_NAME: usize = 8;
 /// The most nodes an underlay holds: nodes sit at .11 … .99, the external host at .100.
@@ -64,8 +54,8 @@ pub enum Error {
         #[source]
         source: rtnetlink::Error,
     },
-    #[error("{0}: worker thread died")]
-    Worker(String),
+    #[error(transparent)]
+    Netns(#[from] netns::Error),
 }
 
 impl Error {
@@ -259,7 +249,6 @@ impl Topology {
     /// Builds the topology of `spec`. On failure, whatever was already made is removed.
     pub async fn create(spec: &TopologySpec) -> Result<Topology> {
         let plan = Plan::new(spec)?;
-        prepare_netns_dir()?;
         if let Some(taken) = cluster_namespaces(&plan.cluster)?.into_iter().next() {
             return Err(Error::Exists(taken));
         }
@@ -269,7 +258,10 @@ impl Topology {
         };
         let names: Vec<String> = topology.plan.namespaces().map(str::to_owned).collect();
         for name in names {
-            add_netns(&name)?;
+            netns::add(&name).map_err(|e| match e {
+                netns::Error::Exists(name) => Error::Exists(name),
+                e => e.into(),
+            })?;
             topology.created.push(name);
         }
         topology.wire().await?;
@@ -287,17 +279,17 @@ impl Topology {
         let plan = &self.plan;
         let ends = plan
             .hosts()
-            .map(|host| Ok((host.clone(), open_netns(&host.netns)?)))
+            .map(|host| Ok((host.clone(), netns::open(&host.netns)?)))
             .collect::<Result<Vec<_>>>()?;
         let underlay = plan.underlay;
         let gateway = plan.gateway;
-        in_netns(&plan.underlay_netns, move |handle| async move {
+        netns::netlink_in(&plan.underlay_netns, move |handle| async move {
             configure_underlay(&handle, underlay, gateway, &ends).await
         })
         .await?;
         futures::future::try_join_all(plan.hosts().map(|host| {
             let owned = host.clone();
-            in_netns(&host.netns, move |handle| async move {
+            netns::netlink_in(&host.netns, move |handle| async move {
                 configure_host(&handle, &owned, underlay.prefix, gateway).await
             })
         }))
@@ -364,7 +356,7 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         for name in self.created.drain(..).rev() {
-            if let Err(err) = remove_netns(&name) {
+            if let Err(err) = remove_host(&name) {
                 tracing::warn!(%err, netns = %name, "failed to remove network namespace");
             }
         }
@@ -377,215 +369,21 @@ pub fn remove_cluster(cluster: &str) -> Result<usize> {
     validate_cluster_name(cluster)?;
     let names = cluster_namespaces(cluster)?;
     for name in &names {
-        remove_netns(name)?;
+        remove_host(name)?;
     }
     Ok(names.len())
 }
 
+/// Removes a namespace of the cluster: first every process still inside it (a
+/// component or a pod of a node), then the namespace.
+fn remove_host(name: &str) -> Result<()> {
+    netns::kill_all(name)?;
+    Ok(netns::remove(name)?)
+}
+
 /// The named namespaces that belong to `cluster`.
 fn cluster_namespaces(cluster: &str) -> Result<Vec<String>> {
-    let prefix = format!("{cluster}-");
-    let entries = match fs::read_dir(NETNS_DIR) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(format!("listing {NETNS_DIR}"), e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("listing {NETNS_DIR}"), e))?;
-        if let Some(name) = entry.file_name().to_str() {
-            if name.starts_with(&prefix) {
-                names.push(name.to_owned());
-            }
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-fn netns_path(name: &str) -> PathBuf {
-    Path::new(NETNS_DIR).join(name)
-}
-
-/// Makes `/run/netns` a shared mount point, as `ip netns add` does, so namespaces
-/// mounted there are seen (and unmounted) in mount namespaces made later.
-fn prepare_netns_dir() -> Result<()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    fs::create_dir_all(NETNS_DIR).map_err(|e| Error::io(format!("creating {NETNS_DIR}"), e))?;
-    let make_shared = || {
-        mount(
-            None::<&str>,
-            NETNS_DIR,
-            None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-    };
-    match make_shared() {
-        Ok(()) => Ok(()),
-        Err(Errno::EINVAL) => {
-            mount(
-                Some(NETNS_DIR),
-                NETNS_DIR,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(|e| Error::io(format!("bind-mounting {NETNS_DIR} onto itself"), e))?;
-            make_shared().map_err(|e| Error::io(format!("making {NETNS_DIR} shared"), e))
-        }
-        Err(e) => Err(Error::io(format!("making {NETNS_DIR} shared"), e)),
-    }
-}
-
-/// Creates the named namespace `name`: a new network namespace, made on a throwaway
-/// thread and bind-mounted onto `/run/netns/<name>`.
-fn add_netns(name: &str) -> Result<()> {
-    let path = netns_path(name);
-    match OpenOptions::new().write(true).create_new(true).open(&path) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(Error::Exists(name.to_owned()))
-        }
-        Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
-    }
-    let mounted = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                unshare(CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| Error::io("creating a network namespace", e))?;
-                mount(
-                    Some("/proc/thread-self/ns/net"),
-                    &path,
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )
-                .map_err(|e| Error::io(format!("bind-mounting {}", path.display()), e))
-            })
-            .join()
-            .map_err(|_| Error::Worker(format!("creating network namespace {name}")))?
-    });
-    if mounted.is_err() {
-        if let Err(err) = fs::remove_file(&path) {
-            tracing::warn!(%err, path = %path.display(), "failed to remove namespace file");
-        }
-    }
-    mounted
-}
-
-/// Removes the named namespace `name` (unmount, then remove the file); a namespace
-/// that is already gone is not an error.
-fn remove_netns(name: &str) -> Result<()> {
-    let path = netns_path(name);
-    match umount2(&path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
-        Err(e) => return Err(Error::io(format!("unmounting {}", path.display()), e)),
-    }
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
-    }
-}
-
-fn open_netns(name: &str) -> Result<File> {
-    let path = netns_path(name);
-    File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))
-}
-
-/// Runs `f` with a netlink handle on a fresh thread that entered the namespace `name`;
-/// the caller's threads never change namespace.
-fn in_netns<T, F, Fut>(name: &str, f: F) -> impl Future<Output = Result<T>>
-where
-    T: Send + 'static,
-    F: FnOnce(Handle) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T>>,
-{
-    let what = format!("working in network namespace {name}");
-    let started = open_netns(name).and_then(|netns| {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let context = what.clone();
-        std::thread::Builder::new()
-            .name("netns-worker".to_owned())
-            .spawn(move || {
-                let result = run_in(&netns, &context, f);
-                // The receiver is gone only when the caller stopped waiting.
-                let _ = tx.send(result);
-            })
-            .map_err(|e| Error::io(format!("starting a thread for {name}"), e))?;
-        Ok(rx)
-    });
-    async move { started?.await.map_err(|_| Error::Worker(what))? }
-}
-
-fn run_in<T, F, Fut>(netns: &File, what: &str, f: F) -> Result<T>
-where
-    F: FnOnce(Handle) -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    setns(netns, CloneFlags::CLONE_NEWNET).map_err(|e| Error::io(what, e))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the netlink runtime", e))?;
-    runtime.block_on(async move {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|e| Error::io("opening a netlink socket", e))?;
-        tokio::spawn(connection);
-        f(handle).await
-    })
-}
-
-fn is_errno(err: &rtnetlink::Error, errno: Errno) -> bool {
-    matches!(err, rtnetlink::Error::NetlinkError(msg) if msg.raw_code() == -(errno as i32))
-}
-
-async fn link_by_name(handle: &Handle, name: &str) -> Result<LinkMessage> {
-    match handle
-        .link()
-        .get()
-        .match_name(name.to_owned())
-        .execute()
-        .try_next()
-        .await
-    {
-        Ok(Some(link)) => Ok(link),
-        Ok(None) => Err(Error::io(
-            format!("looking up {name}"),
-            io::Error::from(io::ErrorKind::NotFound),
-        )),
-        Err(e) if is_errno(&e, Errno::ENODEV) => Err(Error::io(
-            format!("looking up {name}"),
-            io::Error::from(io::ErrorKind::NotFound),
-        )),
-        Err(e) => Err(Error::netlink(format!("looking up {name}"), e)),
-    }
-}
-
-async fn set_up(handle: &Handle, index: u32, what: &str) -> Result<()> {
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(|e| Error::netlink(format!("setting {what} up"), e))
-}
-
-async fn add_address(
-    handle: &Handle,
-    index: u32,
-    ip: Ipv4Addr,
-    prefix: u8,
-    what: &str,
-) -> Result<()> {
-    handle
-        .address()
-        .add(index, IpAddr::V4(ip), prefix)
-        .execute()
-        .await
-        .map_err(|e| Error::netlink(format!("adding {ip}/{prefix} to {what}"), e))
+    Ok(netns::list(&format!("{cluster}-"))?)
 }
 
 /// In the underlay namespace: `lo` up, the bridge with the gateway address, and per
@@ -597,17 +395,17 @@ async fn configure_underlay(
     gateway: Ipv4Addr,
     hosts: &[(Host, File)],
 ) -> Result<()> {
-    let lo = link_by_name(handle, "lo").await?;
-    set_up(handle, lo.header.index, "lo").await?;
+    let lo = netns::require_link(handle, "lo").await?;
+    netns::set_up(handle, lo.header.index, "lo").await?;
     handle
         .link()
         .add(LinkBridge::new(BRIDGE).build())
         .execute()
         .await
         .map_err(|e| Error::netlink(format!("creating bridge {BRIDGE}"), e))?;
-    let bridge = link_by_name(handle, BRIDGE).await?.header.index;
-    add_address(handle, bridge, gateway, underlay.prefix, BRIDGE).await?;
-    set_up(handle, bridge, BRIDGE).await?;
+    let bridge = netns::require_link(handle, BRIDGE).await?.header.index;
+    netns::add_address(handle, bridge, gateway, underlay.prefix, BRIDGE).await?;
+    netns::set_up(handle, bridge, BRIDGE).await?;
     for (host, netns) in hosts {
         handle
             .link()
@@ -615,7 +413,10 @@ async fn configure_underlay(
             .execute()
             .await
             .map_err(|e| Error::netlink(format!("creating veth {}", host.underlay_if), e))?;
-        let peer = link_by_name(handle, &host.peer_if).await?.header.index;
+        let peer = netns::require_link(handle, &host.peer_if)
+            .await?
+            .header
+            .index;
         handle
             .link()
             .set(
@@ -628,7 +429,10 @@ async fn configure_underlay(
             .map_err(|e| {
                 Error::netlink(format!("moving {} into {}", host.peer_if, host.netns), e)
             })?;
-        let end = link_by_name(handle, &host.underlay_if).await?.header.index;
+        let end = netns::require_link(handle, &host.underlay_if)
+            .await?
+            .header
+            .index;
         handle
             .link()
             .set(LinkUnspec::new_with_index(end).controller(bridge).build())
@@ -637,7 +441,7 @@ async fn configure_underlay(
             .map_err(|e| {
                 Error::netlink(format!("attaching {} to {BRIDGE}", host.underlay_if), e)
             })?;
-        set_up(handle, end, &host.underlay_if).await?;
+        netns::set_up(handle, end, &host.underlay_if).await?;
     }
     Ok(())
 }
@@ -645,9 +449,12 @@ async fn configure_underlay(
 /// In a host's namespace: `lo` up, the veth peer renamed `eth0`, addressed and up, the
 /// default route through the gateway, and IPv4 forwarding on for nodes.
 async fn configure_host(handle: &Handle, host: &Host, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
-    let lo = link_by_name(handle, "lo").await?;
-    set_up(handle, lo.header.index, "lo").await?;
-    let index = link_by_name(handle, &host.peer_if).await?.header.index;
+    let lo = netns::require_link(handle, "lo").await?;
+    netns::set_up(handle, lo.header.index, "lo").await?;
+    let index = netns::require_link(handle, &host.peer_if)
+        .await?
+        .header
+        .index;
     handle
         .link()
         .set(
@@ -658,8 +465,8 @@ async fn configure_host(handle: &Handle, host: &Host, prefix: u8, gateway: Ipv4A
         .execute()
         .await
         .map_err(|e| Error::netlink(format!("renaming {} to {HOST_INTERFACE}", host.peer_if), e))?;
-    set_up(handle, index, HOST_INTERFACE).await?;
-    add_address(handle, index, host.ip, prefix, HOST_INTERFACE).await?;
+    netns::set_up(handle, index, HOST_INTERFACE).await?;
+    netns::add_address(handle, index, host.ip, prefix, HOST_INTERFACE).await?;
     handle
         .route()
         .add(
