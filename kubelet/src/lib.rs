@@ -1,9 +1,16 @@
 //! The kubesim kubelet: nodes and the pods bound to them.
 //!
+//! - `flannel`: flannel's VXLAN backend for nodes in network namespaces: the
+//!   `flannel.1` device and its neighbour, FDB and route entries driven by Node objects,
+//!   `subnet.env` and the masquerade rules.
 //! - `simulated`: KWOK-style nodes that register Node objects and run their pods as
 //!   status only, so the control plane can be tested and measured at scale.
 //! - `topology`: the cluster's hosts as real network namespaces on one underlay (an
 //!   underlay bridge, node namespaces, an external client host), removed on drop.
+//! - `workload`: the built-in workloads a container image maps to (nginx, agnhost) and
+//!   the host commands of the others.
 
+pub mod flannel;
 pub mod simulated;
 pub mod topology;
+pub mod workload;
