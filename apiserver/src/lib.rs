@@ -44,6 +44,10 @@ pub struct Config {
     /// The address published in the `kubernetes` Endpoints; defaults to the bind
     /// address, or 127.0.0.1 when binding to all addresses.
     pub advertise_address: Option<IpAddr>,
+    /// A named network namespace (the cluster's underlay) in which the apiserver also
+    /// listens, on the advertise address and the same port, so nodes and pods reach it
+    /// the way they reach a real cluster's apiserver.
+    pub underlay_netns: Option<String>,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             write_kubeconfig: None,
             tls_san: Vec::new(),
             advertise_address: None,
+            underlay_netns: None,
         }
     }
 }
@@ -68,6 +73,8 @@ pub struct AppState {
     pub service_cidr: String,
     pub node_port_range: String,
     pub metrics: metrics::Metrics,
+    /// The underlay namespace, from which the apiserver dials kubelets.
+    pub underlay_netns: Option<String>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -89,6 +96,7 @@ impl AppState {
             service_cidr: config.service_cidr.clone(),
             node_port_range: config.node_port_range.clone(),
             metrics: metrics::Metrics::default(),
+            underlay_netns: config.underlay_netns.clone(),
         });
         let advertise =
             config
@@ -155,13 +163,15 @@ pub struct Running {
     pub state: SharedState,
     pub kubeconfig: String,
     shutdown: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 
@@ -171,6 +181,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let creds = tls::Credentials::load_or_create(&config.data_dir, &config)?;
     let listener = tokio::net::TcpListener::bind((config.bind_address, config.port)).await?;
     let addr = listener.local_addr()?;
+    let underlay = match &config.underlay_netns {
+        Some(name) => {
+            let advertise = config.advertise_address.ok_or_else(|| {
+                anyhow::anyhow!("listening in network namespace {name} needs an advertise address")
+            })?;
+            Some(listen_in_netns(
+                name,
+                SocketAddr::new(advertise, addr.port()),
+            )?)
+        }
+        None => None,
+    };
     let state = AppState::open(&config, creds.token.clone(), addr.port()).await?;
     let kubeconfig = creds.kubeconfig(&format!("https://{}", display_addr(addr)));
     if let Some(path) = &config.write_kubeconfig {
@@ -179,15 +201,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (shutdown, stop) = tokio::sync::watch::channel(false);
     let router = app(state.clone());
     let acceptor = creds.acceptor()?;
-    let task = tokio::spawn(tls::serve(listener, acceptor, router, stop));
+    let mut tasks = Vec::new();
+    if let Some(underlay) = underlay {
+        let inner = underlay.local_addr()?;
+        let serving = tls::serve(underlay, acceptor.clone(), router.clone(), stop.clone());
+        tasks.push(tokio::spawn(serving));
+        tracing::info!(addr = %inner, netns = ?config.underlay_netns, "apiserver listening in the underlay");
+    }
+    tasks.push(tokio::spawn(tls::serve(listener, acceptor, router, stop)));
     tracing::info!(%addr, "apiserver listening");
     Ok(Running {
         addr,
         state,
         kubeconfig,
         shutdown,
-        task,
+        tasks,
     })
+}
+
+/// The listener inside the underlay namespace: a socket made on a thread that entered
+/// the namespace belongs to it for good, whichever thread accepts on it later.
+fn listen_in_netns(name: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let ns = netns::open(name)?;
+    let listener = netns::run_in(&ns, || {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| netns::Error::io(format!("listening on {addr} in {name}"), e))
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(tokio::net::TcpListener::from_std(listener)?)
 }
 
 fn display_addr(addr: SocketAddr) -> String {

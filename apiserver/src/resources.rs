@@ -154,7 +154,7 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &["po"],
         &["all"],
-        &["status", "binding"],
+        &["status", "binding", "exec", "log"],
     ),
     res(
         ("", "v1", "Service"),

@@ -71,6 +71,7 @@ impl Credentials {
         if !config.bind_address.is_unspecified() {
             sans.push(config.bind_address.to_string());
         }
+        sans.extend(config.advertise_address.map(|ip| ip.to_string()));
         sans.extend(config.tls_san.iter().cloned());
         sans.sort();
         sans.dedup();

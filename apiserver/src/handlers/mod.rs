@@ -2,6 +2,7 @@
 //! the query parameters of the real API, body decoding and response rendering
 //! (plain objects or `Table`s), and dispatch to reads and writes.
 
+pub mod node;
 pub mod read;
 pub mod write;
 
@@ -234,6 +235,12 @@ pub async fn dispatch(State(state): State<SharedState>, req: Request) -> Respons
     let Some(target) = parse_path(parts.uri.path()) else {
         return ApiError::not_found_path().into_response();
     };
+    if target.res.kind == "Pod" && target.name.is_some() && target.sub.as_deref() == Some("exec") {
+        let params = Params::parse(&parts.uri);
+        return node::exec(state, target, params, Request::from_parts(parts, body))
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => return ApiError::too_large().into_response(),
@@ -264,6 +271,7 @@ async fn route(call: Call, method: &Method) -> Result<Response> {
         (Method::GET, true, None) if call.params.flag("watch") => crate::watch::watch(call).await,
         (Method::GET, true, None | Some("status")) => read::get(call).await,
         (Method::GET, true, Some("scale")) => write::get_scale(call).await,
+        (Method::GET, true, Some("log")) => node::log(call).await,
         (Method::POST, false, None) => write::create(call).await,
         (Method::POST, true, Some("binding")) => write::bind(call).await,
         (Method::PUT, true, None | Some("status") | Some("finalize")) => write::update(call).await,
