@@ -93,8 +93,28 @@ pub fn node_addresses(opts: &SimulatedOptions) -> Result<Vec<(String, Ipv4Addr)>
         .collect()
 }
 
-/// The Node a simulated kubelet registers.
-pub fn node_object(name: &str) -> Node {
+/// What kind of node a kubelet runs, as its Node object tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flavor {
+    /// The value of the `kubesim.io/node` annotation.
+    pub kind: &'static str,
+    pub kernel_version: String,
+    pub os_image: &'static str,
+}
+
+impl Flavor {
+    /// A node that only reports status.
+    pub fn simulated() -> Flavor {
+        Flavor {
+            kind: "simulated",
+            kernel_version: "simulated".into(),
+            os_image: "kubesim simulated node",
+        }
+    }
+}
+
+/// The Node a kubelet registers.
+pub fn node_object(name: &str, flavor: &Flavor) -> Node {
     let labels = [
         ("beta.kubernetes.io/arch", "amd64"),
         ("beta.kubernetes.io/os", "linux"),
@@ -111,7 +131,7 @@ pub fn node_object(name: &str) -> Node {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             ),
-            annotations: Some([("kubesim.io/node".to_string(), "simulated".to_string())].into()),
+            annotations: Some([("kubesim.io/node".to_string(), flavor.kind.to_string())].into()),
             ..Default::default()
         },
         spec: Some(NodeSpec {
@@ -122,8 +142,14 @@ pub fn node_object(name: &str) -> Node {
     }
 }
 
-/// The status a simulated node reports: Ready since `since`, heartbeat `now`.
-pub fn node_status(name: &str, ip: Ipv4Addr, since: &Time, now: &Time) -> NodeStatus {
+/// The status a node reports: Ready since `since`, heartbeat `now`.
+pub fn node_status(
+    name: &str,
+    ip: Ipv4Addr,
+    since: &Time,
+    now: &Time,
+    flavor: &Flavor,
+) -> NodeStatus {
     let resources: std::collections::BTreeMap<String, Quantity> =
         [("cpu", "8"), ("memory", "32Gi"), ("pods", "110")]
             .iter()
@@ -151,12 +177,12 @@ pub fn node_status(name: &str, ip: Ipv4Addr, since: &Time, now: &Time) -> NodeSt
             architecture: "amd64".into(),
             boot_id: id("boot"),
             container_runtime_version: CONTAINER_RUNTIME.into(),
-            kernel_version: "simulated".into(),
+            kernel_version: flavor.kernel_version.clone(),
             kube_proxy_version: String::new(),
             kubelet_version: KUBELET_VERSION.into(),
             machine_id: id("machine"),
             operating_system: "linux".into(),
-            os_image: "kubesim simulated node".into(),
+            os_image: flavor.os_image.into(),
             system_uuid: id("system"),
             swap: None,
         }),
@@ -451,7 +477,7 @@ fn new_container_id() -> String {
     format!("kubesim://{hex}")
 }
 
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     Time(Timestamp::now())
 }
 
@@ -655,7 +681,7 @@ impl Kubelet {
 }
 
 /// Retries `write` until it succeeds or the object is gone, backing off up to 5s.
-async fn persist<F, Fut>(what: &str, mut write: F)
+pub(crate) async fn persist<F, Fut>(what: &str, mut write: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), kube::Error>>,
@@ -729,18 +755,27 @@ async fn stop(client: Client, pod: Pod, writes: Arc<Semaphore>) {
 /// Creates the Node (or keeps the one there) and reports its status; retries while the
 /// apiserver cannot answer, as a kubelet keeps trying to register, but a refusal (4xx)
 /// is final.
-async fn register(client: &Client, name: &str, ip: Ipv4Addr, since: &Time) -> Result<()> {
+pub(crate) async fn register(
+    client: &Client,
+    name: &str,
+    ip: Ipv4Addr,
+    since: &Time,
+    flavor: &Flavor,
+) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let mut delay = Duration::from_millis(200);
     loop {
         let attempt = async {
-            match api.create(&PostParams::default(), &node_object(name)).await {
+            match api
+                .create(&PostParams::default(), &node_object(name, flavor))
+                .await
+            {
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 other => {
                     other?;
                 }
             }
-            let patch = json!({"status": node_status(name, ip, since, &now())});
+            let patch = json!({"status": node_status(name, ip, since, &now(), flavor)});
             api.patch_status(name, &status_params(), &Patch::Merge(&patch))
                 .await
         };
@@ -772,7 +807,7 @@ fn status_params() -> PatchParams {
 }
 
 /// Refreshes every node's conditions each [`HEARTBEAT`].
-async fn heartbeat(client: Client, nodes: Vec<String>, since: Time) {
+pub(crate) async fn heartbeat(client: Client, nodes: Vec<String>, since: Time) {
     let api: Api<Node> = Api::all(client);
     loop {
         tokio::time::sleep(HEARTBEAT).await;
@@ -802,7 +837,7 @@ pub async fn run(client: Client, opts: SimulatedOptions) -> Result<(), Error> {
     futures::stream::iter(addresses.clone())
         .map(|(name, ip)| {
             let (client, since) = (client.clone(), since.clone());
-            async move { register(&client, &name, ip, &since).await }
+            async move { register(&client, &name, ip, &since, &Flavor::simulated()).await }
         })
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()
@@ -1103,6 +1138,7 @@ mod tests {
             Ipv4Addr::new(192, 168, 1, 11),
             &since,
             &now,
+            &Flavor::simulated(),
         ))
         .expect("status");
         assert_eq!(

@@ -1,7 +1,8 @@
 //! `kubesim`: one binary, every component a subcommand (like k3s).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -24,11 +25,75 @@ enum Command {
     /// Run the control loops: deployments, replicasets, endpoints, endpointslices,
     /// scheduler, node IPAM and garbage collection.
     Controller(ControllerArgs),
-    /// Run nodes: `--simulated` registers N nodes that run their pods as status only.
+    /// Run a node's kubelet inside the node's network namespace (`--netns`), with pods
+    /// in namespaces of their own; or, with `--simulated`, N nodes that run their pods
+    /// as status only.
     Kubelet(KubeletArgs),
+    /// Run flannel's VXLAN backend for one node, inside the node's network namespace:
+    /// the `flannel.1` device, and neighbour, FDB and route entries for every other node.
+    Flannel(FlannelArgs),
     /// Run as a CNI plugin: reads CNI_* variables and the network configuration on stdin,
     /// as any CNI runtime calls it.
     Cni,
+    /// The pod sandbox's pause process (started by the kubelet).
+    #[command(hide = true)]
+    Pause(PauseArgs),
+    /// Run a command inside a pod sandbox's namespaces (used by the kubelet).
+    Nsenter(NsenterArgs),
+    /// A built-in workload: `nginx …` or `agnhost <subcommand> …` (started by the kubelet).
+    #[command(hide = true)]
+    Workload {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct FlannelArgs {
+    /// The kubeconfig of the apiserver to work against.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The Node this flannel serves.
+    #[arg(long)]
+    node_name: String,
+    /// The named network namespace of the node; flannel enters it at start.
+    #[arg(long)]
+    netns: String,
+    /// The interface whose address is the tunnel's source (the node's public IP).
+    #[arg(long, default_value = "eth0")]
+    iface: String,
+    /// The cluster's pod network.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    network: String,
+    /// Where subnet.env is written.
+    #[arg(long)]
+    run_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct PauseArgs {
+    /// The pod's network namespace (a file such as /run/netns/NAME); none for host network.
+    #[arg(long)]
+    netns: Option<PathBuf>,
+    /// The pod's hostname, set in a UTS namespace of its own.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// The directory whose resolv.conf, hosts and hostname cover the ones in /etc.
+    #[arg(long)]
+    etc: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct NsenterArgs {
+    /// The pid of the sandbox's pause process.
+    #[arg(long)]
+    target: i32,
+    /// The working directory inside the sandbox.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    argv: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -50,18 +115,60 @@ struct KubeletArgs {
     #[arg(long)]
     kubeconfig: PathBuf,
     /// Simulated nodes (KWOK-style): no namespaces, pods run as status only.
-    /// Required until real nodes are available.
-    #[arg(long, required = true)]
+    #[arg(long)]
     simulated: bool,
     /// How many nodes to register.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, requires = "simulated")]
     nodes: usize,
     /// Node names are this prefix and a number from 1.
-    #[arg(long, default_value = "kubesim-node-")]
+    #[arg(long, default_value = "kubesim-node-", requires = "simulated")]
     node_name_prefix: String,
     /// The InternalIP of the first node; the others follow.
-    #[arg(long, default_value = "192.168.1.11")]
-    first_node_ip: std::net::Ipv4Addr,
+    #[arg(long, default_value = "192.168.1.11", requires = "simulated")]
+    first_node_ip: Ipv4Addr,
+    /// The named network namespace of the node; the kubelet enters it at start.
+    #[arg(
+        long,
+        conflicts_with = "simulated",
+        required_unless_present = "simulated"
+    )]
+    netns: Option<String>,
+    /// The Node's name.
+    #[arg(
+        long,
+        conflicts_with = "simulated",
+        required_unless_present = "simulated"
+    )]
+    node_name: Option<String>,
+    /// The node's address on the underlay.
+    #[arg(
+        long,
+        conflicts_with = "simulated",
+        required_unless_present = "simulated"
+    )]
+    node_ip: Option<Ipv4Addr>,
+    /// The cluster's name: the prefix of the pod namespaces.
+    #[arg(
+        long,
+        conflicts_with = "simulated",
+        required_unless_present = "simulated"
+    )]
+    cluster: Option<String>,
+    /// Pod directories, logs and CNI leases.
+    #[arg(long, default_value = "/var/lib/kubesim/kubelet")]
+    data_dir: PathBuf,
+    /// The cluster DNS server written into the pods' resolv.conf.
+    #[arg(long, default_value = "10.96.0.10")]
+    cluster_dns: IpAddr,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The node's resolv.conf (for dnsPolicy Default and the host's search domains).
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
+    /// The MTU of the pods' interfaces (the VXLAN overlay's).
+    #[arg(long, default_value_t = 1450)]
+    mtu: u32,
 }
 
 #[derive(clap::Args)]
@@ -90,22 +197,94 @@ struct ApiserverArgs {
     /// The address published in the `kubernetes` Endpoints (default: the bind address).
     #[arg(long)]
     advertise_address: Option<IpAddr>,
+    /// Also listen inside this named network namespace (a cluster's underlay), on the
+    /// advertise address and the same port.
+    #[arg(long, requires = "advertise_address")]
+    underlay_netns: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The commands that must enter namespaces run before any thread exists; the servers
+/// then start their runtime.
+fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    let code = match command {
+        Command::Cni => cni::main(),
+        Command::Pause(args) => {
+            let pause = kubelet::sandbox::PauseArgs {
+                netns: args.netns.as_deref(),
+                hostname: args.hostname.as_deref(),
+                etc: &args.etc,
+            };
+            match kubelet::sandbox::pause(&pause) {
+                Ok(code) => code,
+                Err(err) => {
+                    eprintln!("kubesim pause: {err}");
+                    1
+                }
+            }
+        }
+        Command::Nsenter(args) => {
+            let pid = nix::unistd::Pid::from_raw(args.target);
+            let err = kubelet::sandbox::nsenter(pid, args.workdir.as_deref(), &args.argv);
+            eprintln!("kubesim nsenter: {}: {err}", args.argv.join(" "));
+            // As a shell reports a command it cannot run.
+            if err.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            }
+        }
+        Command::Workload { argv } => kubelet::workload::main(argv),
+        server => {
+            let netns = match &server {
+                Command::Kubelet(KubeletArgs { netns, .. }) => netns.as_deref(),
+                Command::Flannel(args) => Some(args.netns.as_str()),
+                _ => None,
+            };
+            if let Some(name) = netns {
+                if let Err(err) = enter_netns(name) {
+                    eprintln!("kubesim: entering network namespace {name}: {err}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            match serve(server) {
+                Ok(()) => 0,
+                Err(err) => {
+                    eprintln!("Error: {err:#}");
+                    1
+                }
+            }
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Moves the (still single-threaded) process into the named network namespace.
+fn enter_netns(name: &str) -> std::io::Result<()> {
+    let file = std::fs::File::open(std::path::Path::new("/run/netns").join(name))?;
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    Ok(())
+}
+
+fn serve(command: Command) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Apiserver(args) => run_apiserver(args).await,
-        Command::Controller(args) => run_controller(args).await,
-        Command::Kubelet(args) => run_kubelet(args).await,
-        Command::Cni => std::process::exit(cni::main()),
-    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Apiserver(args) => run_apiserver(args).await,
+            Command::Controller(args) => run_controller(args).await,
+            Command::Kubelet(args) => run_kubelet(args).await,
+            Command::Flannel(args) => run_flannel(args).await,
+            Command::Cni | Command::Pause(_) | Command::Nsenter(_) | Command::Workload { .. } => {
+                unreachable!("handled before the runtime starts")
+            }
+        }
+    })
 }
 
 async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
@@ -129,6 +308,26 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 
 async fn run_kubelet(args: KubeletArgs) -> anyhow::Result<()> {
     let client = client(&args.kubeconfig).await?;
+    if let (Some(name), Some(node_ip), Some(cluster)) = (args.node_name, args.node_ip, args.cluster)
+    {
+        let options = kubelet::node::NodeOptions {
+            name,
+            cluster,
+            node_ip,
+            data_dir: args.data_dir,
+            binary: std::env::current_exe()?,
+            dns: kubelet::sandbox::ClusterDns {
+                nameserver: args.cluster_dns,
+                domain: args.cluster_domain,
+            },
+            resolv_conf: args.resolv_conf,
+            mtu: args.mtu,
+        };
+        return tokio::select! {
+            result = kubelet::node::run(client, options) => Ok(result?),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        };
+    }
     let options = kubelet::simulated::SimulatedOptions {
         nodes: args.nodes,
         name_prefix: args.node_name_prefix,
@@ -136,6 +335,19 @@ async fn run_kubelet(args: KubeletArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         result = kubelet::simulated::run(client, options) => Ok(result?),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn run_flannel(args: FlannelArgs) -> anyhow::Result<()> {
+    let client = client(&args.kubeconfig).await?;
+    let mut options =
+        kubelet::flannel::FlannelOptions::new(args.node_name, args.netns, args.run_dir);
+    options.interface = args.iface;
+    options.network = kubelet::flannel::parse_cidr(&args.network)
+        .ok_or_else(|| anyhow::anyhow!("--network {}: not an IPv4 CIDR", args.network))?;
+    tokio::select! {
+        result = kubelet::flannel::run(client, options) => Ok(result?),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
@@ -150,6 +362,7 @@ async fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
         write_kubeconfig: args.write_kubeconfig,
         tls_san: args.tls_san,
         advertise_address: args.advertise_address,
+        underlay_netns: args.underlay_netns,
     };
     let running = apiserver::start(config).await?;
     tracing::info!(addr = %running.addr, "serving; stop with Ctrl-C");

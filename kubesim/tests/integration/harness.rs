@@ -29,10 +29,16 @@ pub struct ApiServer {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     pub kubectl: PathBuf,
+    flags: Vec<String>,
 }
 
 impl ApiServer {
     pub fn start() -> ApiServer {
+        ApiServer::start_with(&[])
+    }
+
+    /// Starts the server with extra flags.
+    pub fn start_with(flags: &[&str]) -> ApiServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let kubeconfig = dir.path().join("kubeconfig");
         let mut server = ApiServer {
@@ -40,6 +46,7 @@ impl ApiServer {
             dir,
             kubeconfig,
             kubectl: kubectl_for("1.32"),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         server.spawn();
         server
@@ -57,6 +64,7 @@ impl ApiServer {
             .arg(self.dir.path().join("data"))
             .arg("--write-kubeconfig")
             .arg(&self.kubeconfig)
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

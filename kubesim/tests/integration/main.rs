@@ -7,3 +7,5 @@ mod controllers;
 mod durability;
 mod harness;
 mod kubectl;
+mod netcluster;
+mod pods;
