@@ -10,7 +10,7 @@
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -115,7 +115,12 @@ async fn run(socket: WebSocket, request: ExecRequest, target: Sandboxed) {
                 return;
             }
         }
-        let _ = sink.close().await;
+        // kubectl reads the end of the streams from a normal closure (1000).
+        let normal = CloseFrame {
+            code: close_code::NORMAL,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(normal))).await;
     });
     let status = match spawn(&request, &target) {
         Ok(mut process) => {

@@ -8,4 +8,5 @@ mod durability;
 mod harness;
 mod kubectl;
 mod netcluster;
+mod overlay;
 mod pods;
