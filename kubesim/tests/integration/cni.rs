@@ -88,15 +88,15 @@ impl Reply {
 
 /// Calls `kubesim cni` in the node namespace with the given variables and stdin.
 fn cni(ns: &Namespaces, vars: &[(&str, &str)], stdin: &str) -> Reply {
+    plugin(ns, &[env!("CARGO_BIN_EXE_kubesim"), "cni"], vars, stdin)
+}
+
+/// Calls a CNI plugin (`program`) in the node namespace as a runtime does.
+fn plugin(ns: &Namespaces, program: &[&str], vars: &[(&str, &str)], stdin: &str) -> Reply {
     let mut command = Command::new("ip");
     command
-        .args([
-            "netns",
-            "exec",
-            &ns.name("node"),
-            env!("CARGO_BIN_EXE_kubesim"),
-            "cni",
-        ])
+        .args(["netns", "exec", &ns.name("node")])
+        .args(program)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CNI_PATH", "/opt/cni/bin")
@@ -121,8 +121,12 @@ fn cni(ns: &Namespaces, vars: &[(&str, &str)], stdin: &str) -> Reply {
 }
 
 fn config(data_dir: &Path) -> String {
+    config_version(data_dir, "1.1.0")
+}
+
+fn config_version(data_dir: &Path, version: &str) -> String {
     serde_json::json!({
-        "cniVersion": "1.1.0",
+        "cniVersion": version,
         "name": "kubesim",
         "type": "kubesim",
         "bridge": "cni0",
@@ -273,4 +277,94 @@ fn version_and_error_replies() {
     let no_command = cni(&ns, &[], "{}");
     assert!(!no_command.success);
     assert_eq!(no_command.json()["code"], 4);
+}
+
+/// Kills the process when dropped, so a failed test leaves no server behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Debian's reference `portmap` plugin chained after ours, as a conflist would chain
+/// it: it takes our ADD result as `prevResult` and maps a host port to the pod.
+#[test]
+fn the_reference_portmap_plugin_chains_after_kubesim() {
+    const PORTMAP: &str = "/usr/lib/cni/portmap";
+    let ns = Namespaces::new(&["node", "pod1"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    // Debian's plugins speak CNI up to 1.0.0.
+    let conf = config_version(data.path(), "1.0.0");
+    let added = attach(&ns, "ADD", "ctr1", "pod1", &conf);
+    assert!(added.success, "{}", added.stdout);
+    let _server = Running(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name("pod1"),
+                env!("CARGO_BIN_EXE_kubesim"),
+            ])
+            .args(["workload", "nginx", "--port", "80", "--version", "1.25.3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx in the pod"),
+    );
+    let portmap_conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "kubesim",
+        "type": "portmap",
+        "capabilities": {"portMappings": true},
+        "runtimeConfig": {"portMappings": [
+            {"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}
+        ]},
+        "prevResult": added.json(),
+    })
+    .to_string();
+    let netns = ns.path("pod1");
+    let vars = [
+        ("CNI_CONTAINERID", "ctr1"),
+        ("CNI_NETNS", netns.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+    ];
+    let with = |command: &'static str| {
+        let mut all = vars.to_vec();
+        all.push(("CNI_COMMAND", command));
+        all
+    };
+    let mapped = plugin(&ns, &[PORTMAP], &with("ADD"), &portmap_conf);
+    assert!(mapped.success, "portmap ADD: {}", mapped.stdout);
+    assert_eq!(mapped.json()["ips"][0]["address"], "10.244.1.2/24");
+
+    let page = (0..50).find_map(|_| {
+        let out = ns.exec(
+            "node",
+            &["curl", "-s", "-m", "2", "http://10.244.1.1:18080/"],
+        );
+        let text = stdout(&out);
+        if text.contains("Welcome to nginx!") {
+            return Some(text);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        None
+    });
+    assert!(
+        page.is_some(),
+        "host port 18080 did not reach the pod's nginx"
+    );
+    let rules = stdout(&ns.exec("node", &["iptables-save", "-t", "nat"]));
+    assert!(rules.contains("CNI-HOSTPORT-DNAT"), "{rules}");
+    assert!(rules.contains("--to-destination 10.244.1.2:80"), "{rules}");
+
+    let unmapped = plugin(&ns, &[PORTMAP], &with("DEL"), &portmap_conf);
+    assert!(unmapped.success, "portmap DEL: {}", unmapped.stdout);
+    let removed = attach(&ns, "DEL", "ctr1", "pod1", &conf);
+    assert!(removed.success, "{}", removed.stdout);
+    let rules = stdout(&ns.exec("node", &["iptables-save", "-t", "nat"]));
+    assert!(!rules.contains("10.244.1.2:80"), "{rules}");
 }
