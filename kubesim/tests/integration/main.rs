@@ -7,6 +7,7 @@ mod controllers;
 mod durability;
 mod harness;
 mod kubectl;
+mod lifecycle;
 mod netcluster;
 mod overlay;
 mod pods;
