@@ -32,6 +32,9 @@ enum Command {
     /// Run flannel's VXLAN backend for one node, inside the node's network namespace:
     /// the `flannel.1` device, and neighbour, FDB and route entries for every other node.
     Flannel(FlannelArgs),
+    /// Run kube-proxy for one node, inside the node's network namespace: Services and
+    /// EndpointSlices become iptables rules laid out as kube-proxy lays them out.
+    Proxy(ProxyArgs),
     /// Run as a CNI plugin: reads CNI_* variables and the network configuration on stdin,
     /// as any CNI runtime calls it.
     Cni,
@@ -68,6 +71,60 @@ struct FlannelArgs {
     /// Where subnet.env is written.
     #[arg(long)]
     run_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// The kubeconfig of the apiserver to work against.
+    #[arg(long, required_unless_present = "cleanup")]
+    kubeconfig: Option<PathBuf>,
+    /// The named network namespace of the node; the proxy enters it at start.
+    #[arg(long)]
+    netns: Option<String>,
+    /// The node's name (endpoints on it are local).
+    #[arg(long, required_unless_present = "cleanup")]
+    hostname_override: Option<String>,
+    /// Traffic to a cluster IP from outside this range is masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// iptables, or ipvs (which falls back to iptables when the kernel lacks IPVS).
+    #[arg(long, default_value = "iptables", value_parser = ["iptables", "ipvs"])]
+    proxy_mode: String,
+    /// The shortest time between two syncs.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    iptables_min_sync_period: std::time::Duration,
+    /// The longest time between two syncs.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    iptables_sync_period: std::time::Duration,
+    /// Masquerade all traffic sent to cluster IPs.
+    #[arg(long)]
+    masquerade_all: bool,
+    /// Where /healthz is served.
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    healthz_bind_address: std::net::SocketAddr,
+    /// Where /metrics and /proxyMode are served.
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    metrics_bind_address: std::net::SocketAddr,
+    /// Remove every rule and chain the proxy made, then exit.
+    #[arg(long)]
+    cleanup: bool,
+}
+
+/// A duration as kube-proxy's flags take it: `500ms`, `1s`, `2m`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration {text:?}: use ms, s or m")),
+    }
 }
 
 #[derive(clap::Args)]
@@ -239,6 +296,7 @@ fn main() -> ExitCode {
             let netns = match &server {
                 Command::Kubelet(KubeletArgs { netns, .. }) => netns.as_deref(),
                 Command::Flannel(args) => Some(args.netns.as_str()),
+                Command::Proxy(args) => args.netns.as_deref(),
                 _ => None,
             };
             if let Some(name) = netns {
@@ -280,6 +338,7 @@ fn serve(command: Command) -> anyhow::Result<()> {
             Command::Controller(args) => run_controller(args).await,
             Command::Kubelet(args) => run_kubelet(args).await,
             Command::Flannel(args) => run_flannel(args).await,
+            Command::Proxy(args) => run_proxy(args).await,
             Command::Cni | Command::Pause(_) | Command::Nsenter(_) | Command::Workload { .. } => {
                 unreachable!("handled before the runtime starts")
             }
@@ -348,6 +407,39 @@ async fn run_flannel(args: FlannelArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("--network {}: not an IPv4 CIDR", args.network))?;
     tokio::select! {
         result = kubelet::flannel::run(client, options) => Ok(result?),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    if args.cleanup {
+        kubeproxy::kernel::cleanup().await?;
+        return Ok(());
+    }
+    let (Some(kubeconfig), Some(node)) = (args.kubeconfig, args.hostname_override) else {
+        anyhow::bail!("--kubeconfig and --hostname-override are required");
+    };
+    let client = client(&kubeconfig).await?;
+    let options = kubeproxy::ProxyOptions {
+        mode: if args.proxy_mode == "ipvs" {
+            kubeproxy::Mode::Ipvs
+        } else {
+            kubeproxy::Mode::Iptables
+        },
+        proxier: kubeproxy::proxier::Options {
+            config: kubeproxy::iptables::Config {
+                node,
+                cluster_cidr: Some(args.cluster_cidr),
+                masquerade_all: args.masquerade_all,
+            },
+            min_sync_period: args.iptables_min_sync_period,
+            sync_period: args.iptables_sync_period,
+        },
+        healthz: args.healthz_bind_address,
+        metrics: args.metrics_bind_address,
+    };
+    tokio::select! {
+        result = kubeproxy::run(client, options) => Ok(result?),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

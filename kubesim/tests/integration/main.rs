@@ -11,3 +11,4 @@ mod lifecycle;
 mod netcluster;
 mod overlay;
 mod pods;
+mod services;

@@ -98,6 +98,20 @@ impl NetCluster {
                 ],
                 &kubeconfig,
             );
+            cluster.spawn(
+                &format!("proxy-{node}"),
+                &[
+                    "proxy",
+                    "--netns",
+                    &node,
+                    "--hostname-override",
+                    &node,
+                    "--metrics-bind-address",
+                    "0.0.0.0:10249",
+                    "--kubeconfig",
+                ],
+                &kubeconfig,
+            );
             let run_dir = format!("{data}/flannel");
             cluster.spawn(
                 &format!("flannel-{node}"),

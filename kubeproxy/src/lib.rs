@@ -1,0 +1,74 @@
+//! kube-proxy for kubesim nodes (`kubesim proxy`), running inside a node's network
+//! namespace. `model` reads Services and EndpointSlices as kube-proxy's caches do;
+//! `iptables` lays out the iptables proxier's rules (pure); `kernel` applies them with
+//! the iptables tools; `proxier` is the sync loop; `server` the health and metrics
+//! endpoints.
+
+pub mod iptables;
+pub mod kernel;
+pub mod model;
+pub mod proxier;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+
+/// The proxy modes kube-proxy offers that kubesim runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Iptables,
+    /// IPVS when the kernel has it; otherwise, as kube-proxy does, iptables.
+    Ipvs,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub mode: Mode,
+    pub proxier: proxier::Options,
+    pub healthz: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kernel(#[from] kernel::Error),
+    #[error("serving health and metrics: {0}")]
+    Serve(std::io::Error),
+    #[error("IPVS mode: the kernel has IPVS, but kubesim implements the iptables proxier only")]
+    IpvsUnsupported,
+}
+
+/// Why IPVS cannot be used here, if it cannot: kube-proxy checks the same kernel
+/// support before it falls back.
+pub fn ipvs_unavailable() -> Option<String> {
+    match std::fs::metadata("/proc/net/ip_vs") {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "IPVS proxier will not be used because the kernel lacks IPVS support (/proc/net/ip_vs: {e})"
+        )),
+    }
+}
+
+/// Runs the proxy until it fails.
+pub async fn run(client: Client, opts: ProxyOptions) -> Result<(), Error> {
+    if opts.mode == Mode::Ipvs {
+        match ipvs_unavailable() {
+            Some(reason) => {
+                tracing::warn!(%reason, "Can't use the IPVS proxier");
+                tracing::info!("Using iptables Proxier");
+            }
+            None => return Err(Error::IpvsUnsupported),
+        }
+    }
+    let health_timeout = (opts.proxier.sync_period * 2).max(Duration::from_secs(60));
+    let status = Arc::new(server::Status::new("iptables", health_timeout));
+    let serving = server::serve(opts.healthz, opts.metrics, status.clone());
+    tokio::select! {
+        result = proxier::run(client, opts.proxier, status) => Ok(result?),
+        served = serving => Err(Error::Serve(served.err().unwrap_or_else(|| std::io::Error::other("stopped")))),
+    }
+}
