@@ -599,6 +599,10 @@ impl Runner {
 
     /// SIGTERM to every running container, SIGKILL to what still runs after `grace`.
     async fn terminate(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        if !grace.is_zero() {
+            self.run_pre_stop_hooks(deadline).await;
+        }
         for slot in &mut self.slots {
             slot.restart_at = None;
             for probe in slot.probes.drain(..) {
@@ -615,7 +619,6 @@ impl Runner {
                 );
             }
         }
-        let deadline = Instant::now() + grace;
         let mut killed = grace.is_zero();
         while self.slots.iter().any(|s| s.pgid.is_some()) {
             let wait_until = if killed {
@@ -657,6 +660,49 @@ impl Runner {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs the `preStop` hooks of the running containers side by side, within the
+    /// grace period, as the kubelet does before it sends SIGTERM.
+    async fn run_pre_stop_hooks(&self, deadline: Instant) {
+        let Some(sandbox) = &self.sandbox else {
+            return;
+        };
+        let pod_ip = IpAddr::V4(sandbox.ip);
+        let hooks = self
+            .slots
+            .iter()
+            .filter(|s| s.running())
+            .filter_map(|slot| {
+                let hook = slot.spec.lifecycle.as_ref()?.pre_stop.clone()?;
+                let container = slot.spec.clone();
+                let binary = self.context.opts.binary.clone();
+                let pause = sandbox.pause_pid;
+                Some(async move {
+                    if let Some(sleep) = &hook.sleep {
+                        let secs = u64::try_from(sleep.seconds).unwrap_or(0);
+                        tokio::time::sleep(Duration::from_secs(secs)).await;
+                        return;
+                    }
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let as_probe = Probe {
+                        exec: hook.exec,
+                        http_get: hook.http_get,
+                        tcp_socket: hook.tcp_socket,
+                        timeout_seconds: i32::try_from(remaining.as_secs().max(1)).ok(),
+                        ..Default::default()
+                    };
+                    if let Err(err) =
+                        probe::attempt(&as_probe, &container, pod_ip, &binary, pause).await
+                    {
+                        tracing::info!(container = %container.name, %err, "PreStop hook failed");
+                    }
+                })
+            });
+        let all = futures::future::join_all(hooks);
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            tracing::info!(pod = %self.pod.name_any(), "PreStop hooks did not finish within the grace period");
         }
     }
 

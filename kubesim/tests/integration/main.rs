@@ -12,3 +12,4 @@ mod netcluster;
 mod overlay;
 mod pods;
 mod services;
+mod traffic;

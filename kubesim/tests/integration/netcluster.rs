@@ -16,7 +16,8 @@ pub struct NetCluster {
     pub server: ApiServer,
     pub name: String,
     topology: Option<Topology>,
-    components: Vec<(String, Child)>,
+    /// Each component's name, its command line and its process.
+    components: Vec<(String, Vec<String>, Child)>,
     /// The kubeconfig the node components use: the apiserver at the gateway address.
     pub node_kubeconfig: PathBuf,
 }
@@ -165,17 +166,53 @@ impl NetCluster {
     }
 
     fn spawn(&mut self, name: &str, args: &[&str], kubeconfig: &std::path::Path) {
-        let log = std::fs::File::create(self.server.dir.path().join(format!("{name}.log")))
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.push(kubeconfig.to_str().expect("utf-8 path").to_owned());
+        let child = self.launch(name, &args);
+        self.components.push((name.to_owned(), args, child));
+    }
+
+    fn launch(&self, name: &str, args: &[String]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.server.dir.path().join(format!("{name}.log")))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        Command::new(env!("CARGO_BIN_EXE_kubesim"))
             .args(args)
-            .arg(kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("start kubesim {name}: {e}"));
-        self.components.push((name.to_owned(), child));
+            .unwrap_or_else(|e| panic!("start kubesim {name}: {e}"))
+    }
+
+    /// Kills the component `name` (e.g. `proxy-<node>`), as a crash would.
+    pub fn stop(&mut self, name: &str) {
+        for (component, _, child) in &mut self.components {
+            if component == name {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Kills the component `name` and starts it again with the same command line.
+    pub fn restart(&mut self, name: &str) {
+        self.stop(name);
+        let args = self
+            .components
+            .iter()
+            .find(|(component, _, _)| component == name)
+            .map(|(_, args, _)| args.clone())
+            .unwrap_or_else(|| panic!("no component {name}"));
+        let child = self.launch(name, &args);
+        let entry = self
+            .components
+            .iter_mut()
+            .find(|(c, _, _)| c == name)
+            .expect("the component was found above");
+        entry.2 = child;
     }
 
     /// The netns of a pod, as the kubelet names it.
@@ -233,7 +270,7 @@ impl NetCluster {
     /// The tail of every component's log, for failure messages.
     pub fn logs(&self) -> String {
         std::iter::once("apiserver".to_owned())
-            .chain(self.components.iter().map(|(n, _)| n.clone()))
+            .chain(self.components.iter().map(|(n, _, _)| n.clone()))
             .map(|n| {
                 let text = std::fs::read_to_string(self.server.dir.path().join(format!("{n}.log")))
                     .unwrap_or_default();
@@ -257,7 +294,7 @@ impl std::ops::Deref for NetCluster {
 
 impl Drop for NetCluster {
     fn drop(&mut self) {
-        for (_, child) in &mut self.components {
+        for (_, _, child) in &mut self.components {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -112,20 +112,23 @@ fn services_forward_in_iptables_mode() {
 
     for node in 1..=2 {
         let node_ip = cluster.node_ip(node);
-        let out = cluster.in_netns(
-            cluster.topology().external_netns(),
-            &[
-                "curl",
-                "-s",
-                "-m",
-                "3",
-                &format!("http://{node_ip}:30080/hostname"),
-            ],
-        );
-        let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+        let answer = eventually(20, || {
+            let out = cluster.in_netns(
+                cluster.topology().external_netns(),
+                &[
+                    "curl",
+                    "-s",
+                    "-m",
+                    "3",
+                    &format!("http://{node_ip}:30080/hostname"),
+                ],
+            );
+            let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+            pods.contains(&answer).then_some(answer)
+        });
         assert!(
-            pods.contains(&answer),
-            "NodePort on {node_ip} answered {answer:?}"
+            answer.is_some(),
+            "NodePort on {node_ip} did not answer with a backend"
         );
     }
 
@@ -172,20 +175,14 @@ fn services_forward_in_iptables_mode() {
     );
 
     let nobody = cluster.ok(&["get", "svc", "nobody", "-o", "jsonpath={.spec.clusterIP}"]);
-    let refused = cluster.kubectl(&[
-        "exec",
-        "client",
-        "--",
-        "curl",
-        "-s",
-        "-m",
-        "1",
-        &format!("http://{nobody}:81/"),
-    ]);
-    assert_eq!(
-        refused.status.code(),
-        Some(7),
-        "curl's exit code for a refused connection"
+    let refused = eventually(20, || {
+        let url = format!("http://{nobody}:81/");
+        let out = cluster.kubectl(&["exec", "client", "--", "curl", "-s", "-m", "1", &url]);
+        (out.status.code() == Some(7)).then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "a Service without endpoints is not refused (curl exit 7)"
     );
 
     let api = cluster.ok(&[
