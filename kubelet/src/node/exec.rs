@@ -1,5 +1,6 @@
 //! `kubectl exec` on the node: the kubelet's `/exec/<namespace>/<pod>/<container>`
-//! endpoint speaking the Kubernetes remote-command WebSocket protocol
+//! endpoint. A request upgrading to `SPDY/3.1` goes to [`super::spdy`]; one upgrading
+//! to `websocket` speaks the Kubernetes remote-command WebSocket protocol
 //! (`v5.channel.k8s.io`, and `v4` without the close channel). Every binary message
 //! starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 the final `Status`, 4 a
 //! terminal resize, 255 (v5) closes the stream named by the next byte.
@@ -11,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::process::Stdio;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
@@ -27,8 +28,8 @@ use std::sync::Arc;
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
+pub(super) const STDOUT: u8 = 1;
+pub(super) const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
@@ -75,7 +76,7 @@ pub fn exit_status(code: i32) -> serde_json::Value {
     })
 }
 
-fn failure(message: String) -> serde_json::Value {
+pub(super) fn failure(message: String) -> serde_json::Value {
     json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"})
 }
 
@@ -83,7 +84,7 @@ pub async fn handle(
     State(registry): State<Arc<Registry>>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
-    upgrade: WebSocketUpgrade,
+    http: Request,
 ) -> Response {
     let request = ExecRequest::parse(query.as_deref().unwrap_or_default());
     if request.command.is_empty() {
@@ -100,9 +101,16 @@ pub async fn handle(
         )
             .into_response();
     };
-    upgrade
-        .protocols(PROTOCOLS)
-        .on_upgrade(move |socket| run(socket, request, target))
+    if super::spdy::is_spdy(http.headers()) {
+        return super::spdy::upgrade(http, request, target);
+    }
+    let (mut parts, _) = http.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &registry).await {
+        Ok(upgrade) => upgrade
+            .protocols(PROTOCOLS)
+            .on_upgrade(move |socket| run(socket, request, target)),
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 async fn run(socket: WebSocket, request: ExecRequest, target: Sandboxed) {
@@ -170,13 +178,14 @@ async fn run(socket: WebSocket, request: ExecRequest, target: Sandboxed) {
     let _ = writer.await;
 }
 
-struct Process {
-    child: tokio::process::Child,
-    stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>,
-    outputs: Vec<(u8, Box<dyn AsyncRead + Send + Unpin>)>,
+/// A command running in a sandbox, and its standard streams: the outputs by channel.
+pub(super) struct Process {
+    pub(super) child: tokio::process::Child,
+    pub(super) stdin: Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>>,
+    pub(super) outputs: Vec<(u8, Box<dyn AsyncRead + Send + Unpin>)>,
 }
 
-fn spawn(request: &ExecRequest, target: &Sandboxed) -> std::io::Result<Process> {
+pub(super) fn spawn(request: &ExecRequest, target: &Sandboxed) -> std::io::Result<Process> {
     let mut command = Command::new(&target.binary);
     command
         .arg("nsenter")

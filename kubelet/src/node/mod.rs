@@ -11,6 +11,7 @@ mod exec;
 mod pod;
 mod probe;
 pub mod server;
+mod spdy;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

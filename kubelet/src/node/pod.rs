@@ -389,6 +389,11 @@ impl Runner {
                 argv.extend(args.iter().cloned());
                 argv
             }
+            Ok(Invocation::Component(args)) => {
+                let mut argv = vec![self.context.opts.binary.display().to_string()];
+                argv.extend(args.iter().cloned());
+                argv
+            }
             Ok(Invocation::Host { argv }) => argv.clone(),
             Err(message) => {
                 slot.state = State::Waiting {

@@ -25,8 +25,9 @@ use k8s_openapi::api::core::v1::Container;
 use self::image::ImageRef;
 
 /// The images (and the escape hatch) kubesim runs, as [`Unsupported`] lists them.
-const SUPPORTED: &str = "nginx*, registry.k8s.io/e2e-test-images/agnhost:*, busybox*, alpine*, \
-                         curlimages/curl*, or any container with command";
+const SUPPORTED: &str = "nginx*, registry.k8s.io/e2e-test-images/agnhost:*, \
+                         registry.k8s.io/coredns/coredns:*, busybox*, alpine*, curlimages/curl*, \
+                         or any container with command";
 
 /// The process to start for a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,10 @@ pub enum Invocation {
     /// The arguments of `kubesim workload`: `["nginx", "--port", "80", "--version",
     /// "1.14.2"]`, `["agnhost", "netexec", "--http-port=8080"]`.
     Builtin(Vec<String>),
+    /// A kubesim component run as the pod's process, the arguments of `kubesim`:
+    /// `["dns"]` for the CoreDNS image (the cluster DNS reads its Corefile from the
+    /// `coredns` ConfigMap, so CoreDNS's `-conf` argument is not needed).
+    Component(Vec<String>),
     /// A host command, `command` and `args` composed as a container runtime composes
     /// them with the image's entrypoint.
     Host { argv: Vec<String> },
@@ -77,6 +82,7 @@ pub fn resolve(container: &Container) -> Result<Invocation, Unsupported> {
         "busybox" => Ok(shell_image(command, args, "sh")),
         "alpine" => Ok(shell_image(command, args, "/bin/sh")),
         "curl" => Ok(curl(command, args)),
+        "coredns" if command.is_empty() => Ok(Invocation::Component(vec!["dns".to_owned()])),
         _ if !command.is_empty() => Ok(host(command, args)),
         _ => Err(Unsupported {
             message: format!(
@@ -452,8 +458,16 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "image \"foo:1\" is not one kubesim can run; supported: nginx*, \
-             registry.k8s.io/e2e-test-images/agnhost:*, busybox*, alpine*, curlimages/curl*, \
-             or any container with command"
+             registry.k8s.io/e2e-test-images/agnhost:*, registry.k8s.io/coredns/coredns:*, \
+             busybox*, alpine*, curlimages/curl*, or any container with command"
+        );
+        assert_eq!(
+            resolve(&container(
+                "registry.k8s.io/coredns/coredns:v1.11.3",
+                &[],
+                &["-conf", "/etc/coredns/Corefile"]
+            )),
+            Ok(Invocation::Component(vec!["dns".to_owned()]))
         );
         assert!(resolve(&container("python:3.12", &[], &["app.py"])).is_err());
     }

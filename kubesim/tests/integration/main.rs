@@ -12,4 +12,5 @@ mod netcluster;
 mod overlay;
 mod pods;
 mod services;
+mod spdy;
 mod traffic;
