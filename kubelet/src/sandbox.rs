@@ -201,7 +201,12 @@ pub struct PauseArgs<'a> {
     pub hostname: Option<&'a str>,
     /// The directory with the files shown as `/etc/<name>`.
     pub etc: &'a Path,
+    /// The directory shown at [`SERVICE_ACCOUNT_PATH`] (token, ca.crt, namespace).
+    pub service_account: Option<&'a Path>,
 }
+
+/// Where pods find their service account's credentials, as in-cluster clients read them.
+pub const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// The pause process: enters the pod's network namespace, makes the UTS and mount
 /// namespaces, covers `/etc` files, then sleeps until SIGTERM or SIGINT and returns
@@ -237,6 +242,17 @@ pub fn pause(args: &PauseArgs) -> io::Result<i32> {
                 None::<&str>,
             )?;
         }
+    }
+    if let Some(dir) = args.service_account {
+        // The mount point is an empty directory; the credentials exist only in here.
+        std::fs::create_dir_all(SERVICE_ACCOUNT_PATH)?;
+        mount(
+            Some(dir),
+            SERVICE_ACCOUNT_PATH,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )?;
     }
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);

@@ -138,6 +138,9 @@ struct PauseArgs {
     /// The directory whose resolv.conf, hosts and hostname cover the ones in /etc.
     #[arg(long)]
     etc: PathBuf,
+    /// The directory mounted as the pod's service account credentials.
+    #[arg(long)]
+    service_account: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -271,6 +274,7 @@ fn main() -> ExitCode {
                 netns: args.netns.as_deref(),
                 hostname: args.hostname.as_deref(),
                 etc: &args.etc,
+                service_account: args.service_account.as_deref(),
             };
             match kubelet::sandbox::pause(&pause) {
                 Ok(code) => code,
@@ -381,6 +385,7 @@ async fn run_kubelet(args: KubeletArgs) -> anyhow::Result<()> {
             },
             resolv_conf: args.resolv_conf,
             mtu: args.mtu,
+            service_account: service_account(&args.kubeconfig)?,
         };
         return tokio::select! {
             result = kubelet::node::run(client, options) => Ok(result?),
@@ -396,6 +401,33 @@ async fn run_kubelet(args: KubeletArgs) -> anyhow::Result<()> {
         result = kubelet::simulated::run(client, options) => Ok(result?),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// The token and CA of a kubeconfig's first user and cluster, for the pods' service
+/// account mount.
+fn service_account(
+    path: &std::path::Path,
+) -> anyhow::Result<Option<kubelet::node::ServiceAccount>> {
+    use base64::Engine;
+    let config = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let token = config
+        .auth_infos
+        .first()
+        .and_then(|a| a.auth_info.as_ref())
+        .and_then(|a| a.token.as_ref())
+        .map(|t| secrecy::ExposeSecret::expose_secret(t).to_owned());
+    let ca = config
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.certificate_authority_data.as_ref())
+        .map(|data| base64::engine::general_purpose::STANDARD.decode(data))
+        .transpose()?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    Ok(token
+        .zip(ca)
+        .map(|(token, ca_pem)| kubelet::node::ServiceAccount { token, ca_pem }))
 }
 
 async fn run_flannel(args: FlannelArgs) -> anyhow::Result<()> {

@@ -68,6 +68,16 @@ pub struct NodeOptions {
     pub resolv_conf: PathBuf,
     /// The pods' interface MTU (the overlay's).
     pub mtu: u32,
+    /// The credentials mounted into pods as their service account's (kubesim has no
+    /// per-account tokens: this is the node's own).
+    pub service_account: Option<ServiceAccount>,
+}
+
+/// A bearer token and the CA that signed the apiserver's certificate.
+#[derive(Debug, Clone)]
+pub struct ServiceAccount {
+    pub token: String,
+    pub ca_pem: String,
 }
 
 /// What every pod task shares.

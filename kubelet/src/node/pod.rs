@@ -1255,6 +1255,28 @@ async fn create_sandbox(context: &Context, pod: &Pod) -> Result<Sandbox, String>
     }
     let mut command = Command::new(&opts.binary);
     command.arg("pause").arg("--etc").arg(&etc);
+    let automount = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.automount_service_account_token)
+        .unwrap_or(true);
+    if let (Some(account), true) = (&opts.service_account, automount) {
+        let secrets = dir.join("serviceaccount");
+        tokio::fs::create_dir_all(&secrets)
+            .await
+            .map_err(|e| format!("creating {}: {e}", secrets.display()))?;
+        let namespace = pod.namespace().unwrap_or_default();
+        for (file, text) in [
+            ("token", account.token.as_str()),
+            ("ca.crt", account.ca_pem.as_str()),
+            ("namespace", namespace.as_str()),
+        ] {
+            tokio::fs::write(secrets.join(file), text)
+                .await
+                .map_err(|e| format!("writing the service account's {file}: {e}"))?;
+        }
+        command.arg("--service-account").arg(&secrets);
+    }
     if let Some(name) = &netns {
         command
             .arg("--netns")

@@ -198,6 +198,16 @@ fn services_forward_in_iptables_mode() {
         "the apiserver answered: {api}"
     );
 
+    // In-cluster credentials, as a client library in a pod reads them.
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let script = format!(
+        "curl -s --cacert {sa}/ca.crt -H \"Authorization: Bearer $(cat {sa}/token)\" \
+         https://10.96.0.1/api/v1/namespaces/$(cat {sa}/namespace)/pods/client"
+    );
+    let me = cluster.ok(&["exec", "client", "--", "sh", "-c", &script]);
+    let me: serde_json::Value = serde_json::from_str(&me).expect("the pod as JSON");
+    assert_eq!(me["status"]["podIP"], client_ip.as_str());
+
     let rules = cluster.in_netns(&cluster.node_name(1), &["iptables-save", "-t", "nat"]);
     let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
     assert!(
