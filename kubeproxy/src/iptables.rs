@@ -313,7 +313,7 @@ fn service_rules(
     let local_chain = service_chain("KUBE-SVL-", &port.name, port.protocol);
     let external_chain = service_chain("KUBE-EXT-", &port.name, port.protocol);
 
-    let has_endpoints = !categorized.reachable.is_empty();
+    let has_endpoints = categorized.any;
     let mut has_internal = has_endpoints;
     let mut internal_policy = cluster_chain.clone();
     if port.internal_policy_local {

@@ -284,6 +284,9 @@ pub struct Categorized {
     pub local: Vec<Endpoint>,
     /// Every endpoint some rule of this node sends traffic to.
     pub reachable: Vec<Endpoint>,
+    /// Whether the service has a usable endpoint anywhere in the cluster (even if none
+    /// is reachable from this node).
+    pub any: bool,
 }
 
 pub fn categorize(port: &ServicePort, endpoints: &[Endpoint], node: &str) -> Categorized {
@@ -312,6 +315,13 @@ pub fn categorize(port: &ServicePort, endpoints: &[Endpoint], node: &str) -> Cat
     } else {
         Vec::new()
     };
+    let any = if port.uses_local_endpoints() {
+        endpoints
+            .iter()
+            .any(|e| e.ready || (e.serving && e.terminating))
+    } else {
+        !cluster.is_empty()
+    };
     let mut reachable: Vec<Endpoint> = cluster.iter().chain(&local).cloned().collect();
     reachable.sort_by_key(|e| e.to_string());
     reachable.dedup();
@@ -319,5 +329,6 @@ pub fn categorize(port: &ServicePort, endpoints: &[Endpoint], node: &str) -> Cat
         cluster,
         local,
         reachable,
+        any,
     }
 }

@@ -284,3 +284,26 @@ fn stale_chains_found_in_the_kernel_are_deleted_by_a_full_sync() {
     let selection = Selection::full(&rules, &existing);
     assert_eq!(selection.delete, existing);
 }
+
+#[test]
+fn internal_traffic_policy_local_drops_without_a_local_endpoint() {
+    let mut svc = service("ns1", "svc1", "p80", "172.30.0.41", 80);
+    svc.internal_policy_local = true;
+    let rules = plan(
+        &state(vec![(
+            svc.clone(),
+            vec![endpoint("10.180.0.1", 80, "node2")],
+        )]),
+        &config(),
+    );
+    assert_eq!(
+        rules.filter[KUBE_SERVICES],
+        ["-A KUBE-SERVICES -m comment --comment \"ns1/svc1:p80 has no local endpoints\" -m tcp -p tcp -d 172.30.0.41 --dport 80 -j DROP"]
+    );
+    assert!(rules.services.is_empty());
+    let local = plan(
+        &state(vec![(svc, vec![endpoint("10.180.2.1", 80, "node1")])]),
+        &config(),
+    );
+    assert!(local.nat[KUBE_SERVICES][0].ends_with("-j KUBE-SVL-XPGD46QRK7WJZT7O"));
+}

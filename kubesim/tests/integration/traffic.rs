@@ -104,17 +104,31 @@ spec:
   externalTrafficPolicy: Local
   selector: {app: local}
   ports: [{port: 80, targetPort: 8080, nodePort: 30090}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: local-internal}
+spec:
+  internalTrafficPolicy: Local
+  selector: {app: local}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: far}
+spec:
+  nodeSelector: {kubernetes.io/hostname: NODE2}
+  containers:
+  - {name: shell, image: busybox:1.36, command: ["sleep", "infinity"]}
 "#;
 
 #[test]
 fn external_traffic_policy_local_keeps_the_client_address() {
     let cluster = NetCluster::start(2);
     let node1 = cluster.node_name(1);
-    cluster.ok(&[
-        "apply",
-        "-f",
-        &cluster.file("local.yaml", &LOCAL.replace("NODE1", &node1)),
-    ]);
+    let node2 = cluster.node_name(2);
+    let yaml = LOCAL.replace("NODE1", &node1).replace("NODE2", &node2);
+    cluster.ok(&["apply", "-f", &cluster.file("local.yaml", &yaml)]);
     cluster.wait_running("default", "local");
     let ext = cluster.topology().external_netns().to_owned();
     let external_ip = cluster.topology().external_ip().to_string();
@@ -140,6 +154,33 @@ fn external_traffic_policy_local_keeps_the_client_address() {
         dropped.is_some(),
         "node 2 did not drop outside traffic:\n{}",
         String::from_utf8_lossy(&rules.stdout)
+    );
+
+    // internalTrafficPolicy: Local: the pod on node 1 reaches it, the one on node 2 not.
+    cluster.wait_running("default", "far");
+    let ip = cluster.ok(&[
+        "get",
+        "svc",
+        "local-internal",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let url = format!("http://{ip}/hostname");
+    let near = eventually(20, || {
+        let out = cluster.kubectl(&["exec", "local", "--", "curl", "-s", "-m", "2", &url]);
+        (String::from_utf8_lossy(&out.stdout) == "local").then_some(())
+    });
+    assert!(
+        near.is_some(),
+        "the local endpoint did not answer on node 1"
+    );
+    let far = eventually(20, || {
+        let out = cluster.kubectl(&["exec", "far", "--", "curl", "-s", "-m", "2", &url]);
+        (out.status.code() == Some(28)).then_some(())
+    });
+    assert!(
+        far.is_some(),
+        "node 2 has no local endpoint: its pods' traffic must be dropped"
     );
 }
 
