@@ -24,7 +24,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How long iptables waits for the xtables lock, as kube-proxy's `-w 5`.
 const WAIT: &str = "5";
 
-async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+pub(crate) async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
     let command = format!("{program} {}", args.join(" "));
     let mut child = Command::new(program)
         .args(args)
@@ -149,8 +149,8 @@ pub async fn clear_udp_node_port(port: u16) {
     }
 }
 
-/// Removes everything the proxy made: the jumps, then every KUBE- chain of the proxy
-/// in nat, filter and mangle (`kube-proxy --cleanup`).
+/// Removes everything the proxy made (`kube-proxy --cleanup`): the jumps, then every
+/// KUBE- chain of the proxy in nat, filter and mangle, then the nftables table.
 pub async fn cleanup() -> Result<()> {
     for jump in iptables::jumps() {
         let mut delete = vec!["-w", WAIT, "-t", jump.table, "-D", jump.from];
@@ -174,7 +174,7 @@ pub async fn cleanup() -> Result<()> {
             run("iptables", &["-w", WAIT, "-t", table, "-X", chain], None).await?;
         }
     }
-    Ok(())
+    crate::nftables::kernel::cleanup().await
 }
 
 fn is_ours(chain: &str) -> bool {

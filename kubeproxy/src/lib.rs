@@ -1,12 +1,14 @@
 //! kube-proxy for kubesim nodes (`kubesim proxy`), running inside a node's network
 //! namespace. `model` reads Services and EndpointSlices as kube-proxy's caches do;
 //! `iptables` lays out the iptables proxier's rules (pure); `kernel` applies them with
-//! the iptables tools; `proxier` is the sync loop; `server` the health and metrics
+//! the iptables tools; `nftables` is the nftables proxier (its planner, and `nft`
+//! transactions); `proxier` is the sync loop; `server` the health and metrics
 //! endpoints.
 
 pub mod iptables;
 pub mod kernel;
 pub mod model;
+pub mod nftables;
 pub mod proxier;
 pub mod server;
 
@@ -20,6 +22,7 @@ use kube::Client;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Iptables,
+    Nftables,
     /// IPVS when the kernel has it; otherwise, as kube-proxy does, iptables.
     Ipvs,
 }
@@ -65,10 +68,21 @@ pub async fn run(client: Client, opts: ProxyOptions) -> Result<(), Error> {
         }
     }
     let health_timeout = (opts.proxier.sync_period * 2).max(Duration::from_secs(60));
-    let status = Arc::new(server::Status::new("iptables", health_timeout));
+    let config = opts.proxier.config.clone();
+    let (name, backend) = match opts.mode {
+        Mode::Nftables => (
+            "nftables",
+            proxier::Backend::Nftables(nftables::Proxier::new(config.into())),
+        ),
+        Mode::Iptables | Mode::Ipvs => (
+            "iptables",
+            proxier::Backend::Iptables(proxier::Proxier::new(config)),
+        ),
+    };
+    let status = Arc::new(server::Status::new(name, health_timeout));
     let serving = server::serve(opts.healthz, opts.metrics, status.clone());
     tokio::select! {
-        result = proxier::run(client, opts.proxier, status) => Ok(result?),
+        result = proxier::run(client, opts.proxier, status, backend) => Ok(result?),
         served = serving => Err(Error::Serve(served.err().unwrap_or_else(|| std::io::Error::other("stopped")))),
     }
 }

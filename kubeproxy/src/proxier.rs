@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use crate::iptables::{self, Config, Selection};
 use crate::kernel;
 use crate::model::{self, Endpoint, Protocol, ServicePort, State};
+use crate::nftables;
 use crate::server::Status;
 
 /// How the proxy runs.
@@ -33,6 +34,7 @@ pub async fn run(
     client: Client,
     options: Options,
     status: Arc<Status>,
+    mut proxier: Backend,
 ) -> Result<(), kernel::Error> {
     let changed = Arc::new(Notify::new());
     let (services, service_writer) = reflector::store::<Service>();
@@ -79,15 +81,14 @@ pub async fn run(
         message: e.to_string(),
     })?;
 
-    let mut proxier = Proxier::new(options.config.clone());
     let mut last_sync: Option<Instant> = None;
     loop {
         if let Some(last) = last_sync {
             let earliest = last + options.min_sync_period;
             tokio::time::sleep_until(earliest.into()).await;
         }
-        if !kernel::canary_alive().await {
-            proxier.needs_full = true;
+        if !proxier.rules_present().await {
+            proxier.force_full();
         }
         let state = model::build(
             &services
@@ -109,13 +110,15 @@ pub async fn run(
             }
             Err(err) => {
                 tracing::warn!(%err, "syncing proxy rules");
-                proxier.needs_full = true;
+                proxier.force_full();
             }
         }
         last_sync = Some(Instant::now());
         tokio::select! {
             _ = changed.notified() => {}
-            _ = tokio::time::sleep(options.sync_period) => proxier.needs_full = !kernel::canary_alive().await || proxier.needs_full,
+            _ = tokio::time::sleep(options.sync_period) => if !proxier.rules_present().await {
+                proxier.force_full();
+            },
         }
     }
 }
@@ -127,14 +130,47 @@ pub enum SyncKind {
     Partial,
 }
 
+/// The proxier of the mode the proxy runs in.
+pub enum Backend {
+    Iptables(Proxier),
+    Nftables(nftables::Proxier),
+}
+
+impl Backend {
+    async fn sync(&mut self, state: &State) -> kernel::Result<SyncKind> {
+        match self {
+            Backend::Iptables(proxier) => proxier.sync(state).await,
+            Backend::Nftables(proxier) => proxier.sync(state).await,
+        }
+    }
+
+    /// Whether the rules of the last sync are still there: the canary chain, or the
+    /// nftables table.
+    async fn rules_present(&self) -> bool {
+        match self {
+            Backend::Iptables(_) => kernel::canary_alive().await,
+            Backend::Nftables(_) => nftables::kernel::table_exists().await,
+        }
+    }
+
+    fn force_full(&mut self) {
+        match self {
+            Backend::Iptables(proxier) => proxier.needs_full = true,
+            Backend::Nftables(proxier) => proxier.force_full(),
+        }
+    }
+}
+
+/// The endpoints of every UDP service port at the last sync, for conntrack.
+pub type UdpEndpoints = BTreeMap<model::ServicePortName, (ServicePort, Vec<Endpoint>)>;
+
 /// What the proxier remembers between syncs.
 pub struct Proxier {
     config: Config,
     needs_full: bool,
     /// The per-service chains the last successful sync left in the kernel.
     applied: BTreeMap<String, Vec<String>>,
-    /// The endpoints of every UDP service port at the last sync, for conntrack.
-    udp: BTreeMap<model::ServicePortName, (ServicePort, Vec<Endpoint>)>,
+    udp: UdpEndpoints,
 }
 
 impl Proxier {
@@ -143,7 +179,7 @@ impl Proxier {
             config,
             needs_full: true,
             applied: BTreeMap::new(),
-            udp: BTreeMap::new(),
+            udp: UdpEndpoints::new(),
         }
     }
 
@@ -160,52 +196,52 @@ impl Proxier {
         kernel::restore(&iptables::render(&rules, &selection)).await?;
         self.needs_full = false;
         self.applied = rules.services;
-        self.clear_stale_udp(state).await;
+        clear_stale_udp(&mut self.udp, state).await;
         Ok(kind)
     }
+}
 
-    /// Drops UDP conntrack entries that would keep sending packets to endpoints that
-    /// are gone, or to nothing when a service just got its first endpoint.
-    async fn clear_stale_udp(&mut self, state: &State) {
-        let current: BTreeMap<_, _> = state
-            .iter()
-            .filter(|(_, (port, _))| port.protocol == Protocol::Udp)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (name, (port, endpoints)) in &current {
-            let ready = |eps: &[Endpoint]| -> BTreeSet<String> {
-                eps.iter()
-                    .filter(|e| e.ready)
-                    .map(|e| e.ip.to_string())
-                    .collect()
-            };
-            let now = ready(endpoints);
-            let before = self
-                .udp
-                .get(name)
-                .map(|(_, eps)| ready(eps))
-                .unwrap_or_default();
-            let mut ips = vec![port.cluster_ip.to_string()];
-            ips.extend(
-                port.external_ips
-                    .iter()
-                    .chain(&port.load_balancer_ips)
-                    .map(|ip| ip.to_string()),
-            );
-            if before.is_empty() && !now.is_empty() {
-                for ip in &ips {
-                    kernel::clear_udp_flows(ip, None).await;
-                }
-                if let Some(node_port) = port.node_port {
-                    kernel::clear_udp_node_port(node_port).await;
-                }
+/// Drops UDP conntrack entries that would keep sending packets to endpoints that are
+/// gone, or to nothing when a service just got its first endpoint; `previous` is what
+/// the last sync saw, and becomes what this one sees.
+pub(crate) async fn clear_stale_udp(previous: &mut UdpEndpoints, state: &State) {
+    let current: BTreeMap<_, _> = state
+        .iter()
+        .filter(|(_, (port, _))| port.protocol == Protocol::Udp)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (name, (port, endpoints)) in &current {
+        let ready = |eps: &[Endpoint]| -> BTreeSet<String> {
+            eps.iter()
+                .filter(|e| e.ready)
+                .map(|e| e.ip.to_string())
+                .collect()
+        };
+        let now = ready(endpoints);
+        let before = previous
+            .get(name)
+            .map(|(_, eps)| ready(eps))
+            .unwrap_or_default();
+        let mut ips = vec![port.cluster_ip.to_string()];
+        ips.extend(
+            port.external_ips
+                .iter()
+                .chain(&port.load_balancer_ips)
+                .map(|ip| ip.to_string()),
+        );
+        if before.is_empty() && !now.is_empty() {
+            for ip in &ips {
+                kernel::clear_udp_flows(ip, None).await;
             }
-            for gone in before.difference(&now) {
-                for ip in &ips {
-                    kernel::clear_udp_flows(ip, Some(gone)).await;
-                }
+            if let Some(node_port) = port.node_port {
+                kernel::clear_udp_node_port(node_port).await;
             }
         }
-        self.udp = current;
+        for gone in before.difference(&now) {
+            for ip in &ips {
+                kernel::clear_udp_flows(ip, Some(gone)).await;
+            }
+        }
     }
+    *previous = current;
 }

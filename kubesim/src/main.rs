@@ -87,8 +87,9 @@ struct ProxyArgs {
     /// Traffic to a cluster IP from outside this range is masqueraded.
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: String,
-    /// iptables, or ipvs (which falls back to iptables when the kernel lacks IPVS).
-    #[arg(long, default_value = "iptables", value_parser = ["iptables", "ipvs"])]
+    /// iptables, nftables, or ipvs (which falls back to iptables when the kernel lacks
+    /// IPVS).
+    #[arg(long, default_value = "iptables", value_parser = ["iptables", "nftables", "ipvs"])]
     proxy_mode: String,
     /// The shortest time between two syncs.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -453,10 +454,10 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     };
     let client = client(&kubeconfig).await?;
     let options = kubeproxy::ProxyOptions {
-        mode: if args.proxy_mode == "ipvs" {
-            kubeproxy::Mode::Ipvs
-        } else {
-            kubeproxy::Mode::Iptables
+        mode: match args.proxy_mode.as_str() {
+            "ipvs" => kubeproxy::Mode::Ipvs,
+            "nftables" => kubeproxy::Mode::Nftables,
+            _ => kubeproxy::Mode::Iptables,
         },
         proxier: kubeproxy::proxier::Options {
             config: kubeproxy::iptables::Config {

@@ -9,6 +9,7 @@ mod harness;
 mod kubectl;
 mod lifecycle;
 mod netcluster;
+mod nftables;
 mod overlay;
 mod pods;
 mod services;

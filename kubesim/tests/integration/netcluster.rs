@@ -42,6 +42,11 @@ impl NetCluster {
     /// Starts a cluster of `nodes` nodes and waits until every node is Ready with a
     /// pod CIDR.
     pub fn start(nodes: usize) -> NetCluster {
+        NetCluster::start_with_proxy(nodes, &[])
+    }
+
+    /// As [`NetCluster::start`], with `proxy_flags` added to every `kubesim proxy`.
+    pub fn start_with_proxy(nodes: usize, proxy_flags: &[&str]) -> NetCluster {
         let name = unique_name();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -99,20 +104,18 @@ impl NetCluster {
                 ],
                 &kubeconfig,
             );
-            cluster.spawn(
-                &format!("proxy-{node}"),
-                &[
-                    "proxy",
-                    "--netns",
-                    &node,
-                    "--hostname-override",
-                    &node,
-                    "--metrics-bind-address",
-                    "0.0.0.0:10249",
-                    "--kubeconfig",
-                ],
-                &kubeconfig,
-            );
+            let mut proxy = vec![
+                "proxy",
+                "--netns",
+                &node,
+                "--hostname-override",
+                &node,
+                "--metrics-bind-address",
+                "0.0.0.0:10249",
+            ];
+            proxy.extend_from_slice(proxy_flags);
+            proxy.push("--kubeconfig");
+            cluster.spawn(&format!("proxy-{node}"), &proxy, &kubeconfig);
             let run_dir = format!("{data}/flannel");
             cluster.spawn(
                 &format!("flannel-{node}"),
