@@ -5,12 +5,14 @@
 //! namespace the proxy runs in.
 
 use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::iptables::{self, Jump, CANARY, FILTER_CHAINS, NAT_CHAINS};
+use crate::userspace;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{command}: {message}")]
@@ -61,7 +63,7 @@ pub(crate) async fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Re
 }
 
 /// Creates `chain` in `table` unless it exists.
-async fn ensure_chain(table: &str, chain: &str) -> Result<()> {
+pub async fn ensure_chain(table: &str, chain: &str) -> Result<()> {
     if run("iptables", &["-w", WAIT, "-t", table, "-S", chain], None)
         .await
         .is_ok()
@@ -83,7 +85,7 @@ pub async fn ensure_base() -> Result<()> {
         ensure_chain("nat", chain).await?;
     }
     for jump in iptables::jumps() {
-        ensure_jump(&jump).await?;
+        ensure_jump(&jump, Position::Prepend).await?;
     }
     for table in ["mangle", "nat", "filter"] {
         ensure_chain(table, CANARY).await?;
@@ -91,7 +93,15 @@ pub async fn ensure_base() -> Result<()> {
     Ok(())
 }
 
-async fn ensure_jump(jump: &Jump) -> Result<()> {
+/// Where a rule goes in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    Prepend,
+    Append,
+}
+
+/// Adds `jump` at `position` unless its chain has it.
+pub async fn ensure_jump(jump: &Jump, position: Position) -> Result<()> {
     let mut rule: Vec<&str> = jump.args.clone();
     rule.extend(["-j", jump.to]);
     let mut check = vec!["-w", WAIT, "-t", jump.table, "-C", jump.from];
@@ -99,9 +109,34 @@ async fn ensure_jump(jump: &Jump) -> Result<()> {
     if run("iptables", &check, None).await.is_ok() {
         return Ok(());
     }
-    let mut insert = vec!["-w", WAIT, "-t", jump.table, "-I", jump.from];
+    let add = match position {
+        Position::Prepend => "-I",
+        Position::Append => "-A",
+    };
+    let mut insert = vec!["-w", WAIT, "-t", jump.table, add, jump.from];
     insert.extend(&rule);
     run("iptables", &insert, None).await.map(drop)
+}
+
+/// The node's address: the source the kernel picks on the default route, as
+/// kube-proxy's `ChooseHostInterface` takes the default route's interface. Nothing
+/// is sent.
+pub fn host_ip() -> Result<Ipv4Addr> {
+    let error = |e: std::io::Error| Error {
+        command: "finding the node's address on the default route".into(),
+        message: e.to_string(),
+    };
+    let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).map_err(error)?;
+    probe
+        .connect((Ipv4Addr::new(192, 0, 2, 1), 9))
+        .map_err(error)?;
+    match probe.local_addr().map_err(error)?.ip() {
+        std::net::IpAddr::V4(ip) => Ok(ip),
+        std::net::IpAddr::V6(ip) => Err(Error {
+            command: "finding the node's address on the default route".into(),
+            message: format!("{ip} is not IPv4"),
+        }),
+    }
 }
 
 /// Whether the canary chain is still there (nobody flushed the tables).
@@ -149,10 +184,12 @@ pub async fn clear_udp_node_port(port: u16) {
     }
 }
 
-/// Removes everything the proxy made (`kube-proxy --cleanup`): the jumps, then every
-/// KUBE- chain of the proxy in nat, filter and mangle, then the nftables table.
+/// Removes everything the proxy made in any mode (`kube-proxy --cleanup`): the jumps,
+/// then every KUBE- chain of the proxy in nat, filter and mangle, then the nftables
+/// table.
 pub async fn cleanup() -> Result<()> {
-    for jump in iptables::jumps() {
+    let userspace_jumps = userspace::jumps().into_iter().map(|(jump, _)| jump);
+    for jump in iptables::jumps().into_iter().chain(userspace_jumps) {
         let mut delete = vec!["-w", WAIT, "-t", jump.table, "-D", jump.from];
         delete.extend(jump.args.iter().copied());
         delete.extend(["-j", jump.to]);
@@ -181,6 +218,8 @@ fn is_ours(chain: &str) -> bool {
     FILTER_CHAINS.contains(&chain)
         || NAT_CHAINS.contains(&chain)
         || chain == CANARY
+        || userspace::NAT_CHAINS.contains(&chain)
+        || userspace::FILTER_CHAINS.contains(&chain)
         || iptables::SERVICE_CHAIN_PREFIXES
             .iter()
             .any(|p| chain.starts_with(p))

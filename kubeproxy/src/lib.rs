@@ -2,8 +2,9 @@
 //! namespace. `model` reads Services and EndpointSlices as kube-proxy's caches do;
 //! `iptables` lays out the iptables proxier's rules (pure); `kernel` applies them with
 //! the iptables tools; `nftables` is the nftables proxier (its planner, and `nft`
-//! transactions); `proxier` is the sync loop; `server` the health and metrics
-//! endpoints.
+//! transactions); `userspace` is the old userspace proxier (a proxy socket per service
+//! port, iptables redirecting to it); `proxier` is the sync loop; `server` the health
+//! and metrics endpoints.
 
 pub mod iptables;
 pub mod kernel;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod nftables;
 pub mod proxier;
 pub mod server;
+pub mod userspace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,12 +27,16 @@ pub enum Mode {
     Nftables,
     /// IPVS when the kernel has it; otherwise, as kube-proxy does, iptables.
     Ipvs,
+    /// The userspace proxier of Kubernetes 1.25 and before.
+    Userspace,
 }
 
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
     pub mode: Mode,
     pub proxier: proxier::Options,
+    /// How the userspace proxier proxies, in [`Mode::Userspace`].
+    pub userspace: userspace::Options,
     pub healthz: SocketAddr,
     pub metrics: SocketAddr,
 }
@@ -77,6 +83,10 @@ pub async fn run(client: Client, opts: ProxyOptions) -> Result<(), Error> {
         Mode::Iptables | Mode::Ipvs => (
             "iptables",
             proxier::Backend::Iptables(proxier::Proxier::new(config)),
+        ),
+        Mode::Userspace => (
+            "userspace",
+            proxier::Backend::Userspace(userspace::Proxier::new(config, opts.userspace)),
         ),
     };
     let status = Arc::new(server::Status::new(name, health_timeout));

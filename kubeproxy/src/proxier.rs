@@ -20,6 +20,7 @@ use crate::kernel;
 use crate::model::{self, Endpoint, Protocol, ServicePort, State};
 use crate::nftables;
 use crate::server::Status;
+use crate::userspace;
 
 /// How the proxy runs.
 #[derive(Debug, Clone)]
@@ -134,6 +135,7 @@ pub enum SyncKind {
 pub enum Backend {
     Iptables(Proxier),
     Nftables(nftables::Proxier),
+    Userspace(userspace::Proxier),
 }
 
 impl Backend {
@@ -141,22 +143,26 @@ impl Backend {
         match self {
             Backend::Iptables(proxier) => proxier.sync(state).await,
             Backend::Nftables(proxier) => proxier.sync(state).await,
+            Backend::Userspace(proxier) => proxier.sync(state).await,
         }
     }
 
     /// Whether the rules of the last sync are still there: the canary chain, or the
-    /// nftables table.
+    /// nftables table. The userspace proxier re-ensures its chains at every sync.
     async fn rules_present(&self) -> bool {
         match self {
             Backend::Iptables(_) => kernel::canary_alive().await,
             Backend::Nftables(_) => nftables::kernel::table_exists().await,
+            Backend::Userspace(_) => true,
         }
     }
 
+    /// Makes the next sync a full one (every userspace sync is).
     fn force_full(&mut self) {
         match self {
             Backend::Iptables(proxier) => proxier.needs_full = true,
             Backend::Nftables(proxier) => proxier.force_full(),
+            Backend::Userspace(_) => {}
         }
     }
 }

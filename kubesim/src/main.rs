@@ -87,10 +87,17 @@ struct ProxyArgs {
     /// Traffic to a cluster IP from outside this range is masqueraded.
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: String,
-    /// iptables, nftables, or ipvs (which falls back to iptables when the kernel lacks
-    /// IPVS).
-    #[arg(long, default_value = "iptables", value_parser = ["iptables", "nftables", "ipvs"])]
+    /// iptables, nftables, ipvs (which falls back to iptables when the kernel lacks
+    /// IPVS), or userspace (a proxy socket per service port, as kube-proxy up to 1.25).
+    #[arg(long, default_value = "iptables", value_parser = ["iptables", "nftables", "ipvs", "userspace"])]
     proxy_mode: String,
+    /// How the userspace proxy chooses a backend, by IPVS scheduler name: rr (round
+    /// robin, upstream's userspace balancer), lc, dh, sh, sed or nq.
+    #[arg(long, default_value = "rr", value_parser = clap::builder::PossibleValuesParser::new(kubeproxy::userspace::Scheduler::NAMES))]
+    userspace_scheduler: String,
+    /// How long an idle UDP connection of the userspace proxy is kept open.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    udp_timeout: std::time::Duration,
     /// The shortest time between two syncs.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     iptables_min_sync_period: std::time::Duration,
@@ -457,6 +464,7 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         mode: match args.proxy_mode.as_str() {
             "ipvs" => kubeproxy::Mode::Ipvs,
             "nftables" => kubeproxy::Mode::Nftables,
+            "userspace" => kubeproxy::Mode::Userspace,
             _ => kubeproxy::Mode::Iptables,
         },
         proxier: kubeproxy::proxier::Options {
@@ -467,6 +475,10 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
             },
             min_sync_period: args.iptables_min_sync_period,
             sync_period: args.iptables_sync_period,
+        },
+        userspace: kubeproxy::userspace::Options {
+            scheduler: args.userspace_scheduler.parse()?,
+            udp_timeout: args.udp_timeout,
         },
         healthz: args.healthz_bind_address,
         metrics: args.metrics_bind_address,

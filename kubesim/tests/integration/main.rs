@@ -15,3 +15,4 @@ mod pods;
 mod services;
 mod spdy;
 mod traffic;
+mod userspace;

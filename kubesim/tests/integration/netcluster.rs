@@ -45,7 +45,8 @@ impl NetCluster {
         NetCluster::start_with_proxy(nodes, &[])
     }
 
-    /// As [`NetCluster::start`], with `proxy_flags` added to every `kubesim proxy`.
+    /// As [`NetCluster::start`], with `proxy_flags` added to every node's
+    /// `kubesim proxy`, e.g. `["--proxy-mode", "userspace"]`.
     pub fn start_with_proxy(nodes: usize, proxy_flags: &[&str]) -> NetCluster {
         let name = unique_name();
         let runtime = tokio::runtime::Builder::new_current_thread()
