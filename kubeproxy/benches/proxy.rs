@@ -1,10 +1,13 @@
-//! kube-proxy's rule programming, measured inside fresh network namespaces of this
-//! benchmark (`kpb<pid>-…`, removed at the end, also on failure):
-//! 1. a full sync of N services × 5 endpoints against a raw `iptables-restore` of the
-//!    very same rules (the baseline: the kernel's and the tool's share of the time);
+//! kube-proxy's rule programming in iptables and nftables mode, measured inside fresh
+//! network namespaces of this benchmark (`kpb<pid>-…`, removed at the end, also on
+//! failure):
+//! 1. a full sync of N services × 5 endpoints against a raw `iptables-restore` (or
+//!    `nft -f`) of the very same rules: the baseline is the tool's and the kernel's
+//!    share of the time;
 //! 2. one endpoint change at N services (a partial sync);
 //! 3. the connect latency of a new TCP connection through the last service's cluster
-//!    IP with 10 services and with N (iptables walks KUBE-SERVICES rule by rule).
+//!    IP with 10 services and with N (iptables walks KUBE-SERVICES rule by rule,
+//!    nftables looks the service up in a map).
 //!
 //! Run with `bench/proxy.sh`; `SERVICES` overrides the sizes (comma-separated).
 
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use kubeproxy::iptables::{self, Config, Selection};
 use kubeproxy::model::{Endpoint, Protocol, ServicePort, ServicePortName, State};
+use kubeproxy::nftables;
 use kubeproxy::proxier::Proxier;
 
 const ENDPOINTS: usize = 5;
@@ -98,10 +102,10 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn restore_raw(text: &str) -> Duration {
+fn restore_raw(program: &str, args: &[&str], text: &str) -> Duration {
     let started = Instant::now();
-    let mut child = Command::new("iptables-restore")
-        .args(["-w", "5", "--noflush"])
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .spawn()
         .expect("iptables-restore");
@@ -160,6 +164,87 @@ fn us(d: Duration) -> String {
     format!("{:.0} µs", d.as_secs_f64() * 1e6)
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Iptables,
+    Nftables,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Iptables => "iptables",
+            Mode::Nftables => "nftables",
+        }
+    }
+
+    /// The rules of a full sync as text, and the raw tool that loads them.
+    fn raw(self, state: &State) -> (String, &'static str, &'static [&'static str]) {
+        match self {
+            Mode::Iptables => {
+                let rules = iptables::plan(state, &config());
+                let text = iptables::render(&rules, &Selection::full(&rules, &BTreeSet::new()));
+                (text, "iptables-restore", &["-w", "5", "--noflush"])
+            }
+            Mode::Nftables => {
+                let text = nftables::Proxier::new(config().into())
+                    .transaction(state)
+                    .text;
+                (text, "nft", &["-f", "-"])
+            }
+        }
+    }
+}
+
+/// A proxier of either mode, driven as the sync loop drives it.
+enum Any {
+    Iptables(Proxier),
+    Nftables(nftables::Proxier),
+}
+
+impl Any {
+    fn new(mode: Mode) -> Any {
+        match mode {
+            Mode::Iptables => Any::Iptables(Proxier::new(config())),
+            Mode::Nftables => Any::Nftables(nftables::Proxier::new(config().into())),
+        }
+    }
+
+    fn sync(&mut self, rt: &tokio::runtime::Runtime, state: &State) {
+        match self {
+            Any::Iptables(p) => rt.block_on(p.sync(state)).map(drop),
+            Any::Nftables(p) => rt.block_on(p.sync(state)).map(drop),
+        }
+        .expect("sync");
+    }
+}
+
+/// Full sync, partial sync and connect latency of `mode` at `state`, in namespace `ns`.
+fn measure(mode: Mode, ns: &str, state: &State) -> (Duration, Duration, Duration) {
+    inside(ns, || {
+        let rt = runtime();
+        let mut proxier = Any::new(mode);
+        let started = Instant::now();
+        proxier.sync(&rt, state);
+        let full = started.elapsed();
+        let mut changed = state.clone();
+        if let Some((_, endpoints)) = changed.values_mut().next() {
+            endpoints[0].ip = Ipv4Addr::new(10, 200, 0, 9);
+        }
+        let started = Instant::now();
+        proxier.sync(&rt, &changed);
+        let partial = started.elapsed();
+        let listener = backends();
+        let last = state
+            .values()
+            .last()
+            .map(|(p, _)| p.cluster_ip)
+            .expect("a service");
+        let latency = connect_latency(SocketAddr::from((last, 80)), &listener, 200);
+        (full, partial, latency)
+    })
+}
+
 fn main() {
     let sizes: Vec<usize> = std::env::var("SERVICES")
         .unwrap_or_else(|_| "1000,10000".into())
@@ -168,67 +253,39 @@ fn main() {
         .collect();
     let pid = std::process::id();
     let mut namespaces = Namespaces(Vec::new());
-    println!("| services × {ENDPOINTS} endpoints | kubesim full sync | raw iptables-restore (same rules) | ratio | one endpoint change (partial sync) | rules |");
-    println!("|---|---|---|---|---|---|");
+    println!("| mode | services × {ENDPOINTS} endpoints | kubesim full sync | raw load of the same rules | ratio | one endpoint change | rules |");
+    println!("|---|---|---|---|---|---|---|");
     let mut latency_rows = Vec::new();
-    for (round, &n) in sizes.iter().enumerate() {
-        let ours = namespaces.add(format!("kpb{pid}-o{round}"));
-        let raw = namespaces.add(format!("kpb{pid}-r{round}"));
-        let state = state(n);
-        let rules = iptables::plan(&state, &config());
-        let text = iptables::render(&rules, &Selection::full(&rules, &BTreeSet::new()));
-        let rule_count = text.lines().filter(|l| l.starts_with("-A ")).count();
-        let baseline = inside(&raw, || restore_raw(&text));
-        let (full, partial, latency) = inside(&ours, || {
-            let rt = runtime();
-            let mut proxier = Proxier::new(config());
-            let started = Instant::now();
-            rt.block_on(proxier.sync(&state)).expect("full sync");
-            let full = started.elapsed();
-            let mut changed = state.clone();
-            if let Some((_, endpoints)) = changed.values_mut().next() {
-                endpoints[0].ip = Ipv4Addr::new(10, 200, 0, 9);
-            }
-            let started = Instant::now();
-            rt.block_on(proxier.sync(&changed)).expect("partial sync");
-            let partial = started.elapsed();
-            let listener = backends();
-            let last = state
-                .values()
-                .last()
-                .map(|(p, _)| p.cluster_ip)
-                .expect("a service");
-            let latency = connect_latency(SocketAddr::from((last, 80)), &listener, 200);
-            (full, partial, latency)
-        });
-        println!(
-            "| {n} | {} | {} | {:.2}× | {} | {rule_count} |",
-            ms(full),
-            ms(baseline),
-            full.as_secs_f64() / baseline.as_secs_f64(),
-            ms(partial)
-        );
-        latency_rows.push((n, latency));
+    for mode in [Mode::Iptables, Mode::Nftables] {
+        let small = namespaces.add(format!("kpb{pid}-{}s", mode.name()));
+        let (_, _, latency10) = measure(mode, &small, &state(10));
+        latency_rows.push((mode, 10, latency10));
+        for (round, &n) in sizes.iter().enumerate() {
+            let ours = namespaces.add(format!("kpb{pid}-{}o{round}", mode.name()));
+            let raw = namespaces.add(format!("kpb{pid}-{}r{round}", mode.name()));
+            let state = state(n);
+            let (text, program, args) = mode.raw(&state);
+            let rule_count = text
+                .lines()
+                .filter(|l| l.starts_with("-A ") || l.starts_with("add rule"))
+                .count();
+            let baseline = inside(&raw, || restore_raw(program, args, &text));
+            let (full, partial, latency) = measure(mode, &ours, &state);
+            println!(
+                "| {} | {n} | {} | {} ({program}) | {:.2}× | {} | {rule_count} |",
+                mode.name(),
+                ms(full),
+                ms(baseline),
+                full.as_secs_f64() / baseline.as_secs_f64(),
+                ms(partial)
+            );
+            latency_rows.push((mode, n, latency));
+        }
     }
-    let small = namespaces.add(format!("kpb{pid}-s"));
-    let state10 = state(10);
-    let latency10 = inside(&small, || {
-        let rt = runtime();
-        rt.block_on(Proxier::new(config()).sync(&state10))
-            .expect("sync");
-        let listener = backends();
-        let last = state10
-            .values()
-            .last()
-            .map(|(p, _)| p.cluster_ip)
-            .expect("a service");
-        connect_latency(SocketAddr::from((last, 80)), &listener, 200)
-    });
     println!();
-    println!("| services | connect through the last service's cluster IP (median of 200) |");
-    println!("|---|---|");
-    println!("| 10 | {} |", us(latency10));
-    for (n, latency) in latency_rows {
-        println!("| {n} | {} |", us(latency));
+    println!("| mode | services | connect through the last service's cluster IP (median of 200) |");
+    println!("|---|---|---|");
+    for (mode, n, latency) in latency_rows {
+        println!("| {} | {n} | {} |", mode.name(), us(latency));
     }
 }
