@@ -47,6 +47,36 @@ fn pods_on_two_nodes_talk_across_the_overlay_without_nat() {
         "the pods should sit in different node subnets"
     );
 
+    // Every node publishes its flannel lease on its Node.
+    for (node, ip) in [(&node1, cluster.node_ip(1)), (&node2, cluster.node_ip(2))] {
+        let annotations = cluster.ok(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ]);
+        let annotations: serde_json::Value = serde_json::from_str(&annotations).expect("json");
+        assert_eq!(
+            annotations["flannel.alpha.coreos.com/backend-type"],
+            "vxlan"
+        );
+        assert_eq!(
+            annotations["flannel.alpha.coreos.com/public-ip"],
+            ip.as_str()
+        );
+        let data = annotations["flannel.alpha.coreos.com/backend-data"]
+            .as_str()
+            .unwrap_or_default();
+        let data: serde_json::Value = serde_json::from_str(data).expect("backend-data JSON");
+        assert_eq!(data["VNI"], 1);
+        let link = cluster.in_netns(node, &["cat", "/sys/class/net/flannel.1/address"]);
+        assert_eq!(
+            data["VtepMAC"],
+            String::from_utf8_lossy(&link.stdout).trim()
+        );
+    }
+
     // A capture on the underlay bridge while the client calls the server.
     let capture = Command::new("ip")
         .args(["netns", "exec", cluster.topology().underlay_netns()])

@@ -222,3 +222,26 @@ fn services_forward_in_iptables_mode() {
         "{rules}"
     );
 }
+
+/// The ipvs mode on a kernel without IPVS: kube-proxy says why and proxies with
+/// iptables.
+#[test]
+fn ipvs_mode_falls_back_to_iptables_without_kernel_ipvs() {
+    let cluster = NetCluster::start_with_proxy(1, &["--proxy-mode", "ipvs"]);
+    let node = cluster.node_name(1);
+    let log_path = cluster.dir.path().join(format!("proxy-{node}.log"));
+    let said = eventually(20, || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        (log.contains("Can't use the IPVS proxier") && log.contains("Using iptables Proxier"))
+            .then_some(log)
+    });
+    let log = said.unwrap_or_else(|| panic!("no fallback in the log:\n{}", cluster.logs()));
+    assert!(
+        log.contains("/proc/net/ip_vs"),
+        "the reason names what is missing: {log}"
+    );
+    let mode = cluster.in_netns(&node, &["curl", "-s", "http://127.0.0.1:10249/proxyMode"]);
+    assert_eq!(String::from_utf8_lossy(&mode.stdout), "iptables");
+    let rules = cluster.in_netns(&node, &["iptables-save", "-t", "nat"]);
+    assert!(String::from_utf8_lossy(&rules.stdout).contains(":KUBE-SERVICES"));
+}
