@@ -54,6 +54,8 @@ pub struct SimulatedOptions {
     pub name_prefix: String,
     /// The first node's InternalIP; the next nodes take the following addresses.
     pub first_ip: Ipv4Addr,
+    /// Every node's `capacity.pods`.
+    pub max_pods: u32,
 }
 
 impl Default for SimulatedOptions {
@@ -62,6 +64,7 @@ impl Default for SimulatedOptions {
             nodes: 3,
             name_prefix: "kubesim-node-".into(),
             first_ip: Ipv4Addr::new(192, 168, 1, 11),
+            max_pods: DEFAULT_MAX_PODS,
         }
     }
 }
@@ -93,6 +96,9 @@ pub fn node_addresses(opts: &SimulatedOptions) -> Result<Vec<(String, Ipv4Addr)>
         .collect()
 }
 
+/// The kubelet's default `--max-pods`.
+pub const DEFAULT_MAX_PODS: u32 = 110;
+
 /// What kind of node a kubelet runs, as its Node object tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flavor {
@@ -100,6 +106,8 @@ pub struct Flavor {
     pub kind: &'static str,
     pub kernel_version: String,
     pub os_image: &'static str,
+    /// The pods the node takes (`capacity.pods`, the kubelet's `--max-pods`).
+    pub max_pods: u32,
 }
 
 impl Flavor {
@@ -109,6 +117,7 @@ impl Flavor {
             kind: "simulated",
             kernel_version: "simulated".into(),
             os_image: "kubesim simulated node",
+            max_pods: DEFAULT_MAX_PODS,
         }
     }
 }
@@ -150,8 +159,9 @@ pub fn node_status(
     now: &Time,
     flavor: &Flavor,
 ) -> NodeStatus {
+    let pods = flavor.max_pods.to_string();
     let resources: std::collections::BTreeMap<String, Quantity> =
-        [("cpu", "8"), ("memory", "32Gi"), ("pods", "110")]
+        [("cpu", "8"), ("memory", "32Gi"), ("pods", pods.as_str())]
             .iter()
             .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
             .collect();
@@ -837,7 +847,11 @@ pub async fn run(client: Client, opts: SimulatedOptions) -> Result<(), Error> {
     futures::stream::iter(addresses.clone())
         .map(|(name, ip)| {
             let (client, since) = (client.clone(), since.clone());
-            async move { register(&client, &name, ip, &since, &Flavor::simulated()).await }
+            let flavor = Flavor {
+                max_pods: opts.max_pods,
+                ..Flavor::simulated()
+            };
+            async move { register(&client, &name, ip, &since, &flavor).await }
         })
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()

@@ -61,6 +61,7 @@ async fn run() -> anyhow::Result<()> {
         nodes,
         name_prefix: "kubesim-node-".into(),
         first_ip: std::net::Ipv4Addr::new(192, 168, 1, 11),
+        ..Default::default()
     };
     tokio::spawn(kubelet::simulated::run(client.clone(), sim));
 

@@ -10,8 +10,8 @@
 //!    `cni0` bridge), and node to node on the underlay.
 //!
 //! Run as root with `bench/pods.sh` (or `cargo bench -p kubesim --bench pods`).
-//! `PODS` overrides the sizes (comma-separated, default `10,100,300,500`); a size above
-//! the nodes' pod capacity (`status.capacity.pods`, 110 each) is reported, not run. Every process
+//! `PODS` overrides the sizes (comma-separated, default `10,100,500`); the kubelets run
+//! with `--max-pods 250`, and a size above the nodes' pod capacity is reported, not run. Every process
 //! started here is killed and every namespace of the cluster removed when the run ends,
 //! also on failure, panic or Ctrl-C.
 
@@ -30,6 +30,8 @@ use kube::ResourceExt;
 use kubelet::topology::{remove_cluster, Topology, TopologySpec};
 
 const NODES: usize = 3;
+/// Every node's `--max-pods`, so 500 pods fit on three nodes.
+const MAX_PODS: &str = "250";
 /// How long one size may take to become Ready before the run reports what it saw and
 /// skips the larger sizes.
 const READY_LIMIT: Duration = Duration::from_secs(600);
@@ -49,7 +51,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn sizes() -> anyhow::Result<Vec<usize>> {
-    let text = std::env::var("PODS").unwrap_or_else(|_| "10,100,300,500".into());
+    let text = std::env::var("PODS").unwrap_or_else(|_| "10,100,500".into());
     text.split(',')
         .map(|s| {
             s.trim()
@@ -118,6 +120,8 @@ impl Cluster {
                 "--simulated",
                 "--nodes",
                 &NODES.to_string(),
+                "--max-pods",
+                MAX_PODS,
                 "--kubeconfig",
             ],
             &admin,
@@ -171,6 +175,8 @@ impl Cluster {
                     &name,
                     "--data-dir",
                     &data,
+                    "--max-pods",
+                    MAX_PODS,
                     "--kubeconfig",
                 ],
                 &node_kubeconfig,

@@ -237,6 +237,9 @@ struct KubeletArgs {
     /// The MTU of the pods' interfaces (the VXLAN overlay's).
     #[arg(long, default_value_t = 1450)]
     mtu: u32,
+    /// The most pods the node takes (its capacity.pods).
+    #[arg(long, default_value_t = kubelet::simulated::DEFAULT_MAX_PODS)]
+    max_pods: u32,
 }
 
 #[derive(clap::Args)]
@@ -393,6 +396,7 @@ async fn run_kubelet(args: KubeletArgs) -> anyhow::Result<()> {
             },
             resolv_conf: args.resolv_conf,
             mtu: args.mtu,
+            max_pods: args.max_pods,
             service_account: service_account(&args.kubeconfig)?,
         };
         return tokio::select! {
@@ -404,6 +408,7 @@ async fn run_kubelet(args: KubeletArgs) -> anyhow::Result<()> {
         nodes: args.nodes,
         name_prefix: args.node_name_prefix,
         first_ip: args.first_node_ip,
+        max_pods: args.max_pods,
     };
     tokio::select! {
         result = kubelet::simulated::run(client, options) => Ok(result?),

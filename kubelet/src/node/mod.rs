@@ -68,6 +68,8 @@ pub struct NodeOptions {
     pub resolv_conf: PathBuf,
     /// The pods' interface MTU (the overlay's).
     pub mtu: u32,
+    /// The most pods the node takes (`capacity.pods`).
+    pub max_pods: u32,
     /// The credentials mounted into pods as their service account's (kubesim has no
     /// per-account tokens: this is the node's own).
     pub service_account: Option<ServiceAccount>,
@@ -107,7 +109,7 @@ impl Context {
 }
 
 /// The Node's flavour: a namespace-backed node on this machine's kernel.
-fn flavor() -> Flavor {
+fn flavor(max_pods: u32) -> Flavor {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
@@ -115,13 +117,14 @@ fn flavor() -> Flavor {
         kind: "netns",
         kernel_version: kernel,
         os_image: "kubesim node (Linux network namespace)",
+        max_pods,
     }
 }
 
 /// Registers the node and runs its pods until the pod watch ends.
 pub async fn run(client: Client, opts: NodeOptions) -> Result<(), Error> {
     let since = now();
-    register(&client, &opts.name, opts.node_ip, &since, &flavor()).await?;
+    register(&client, &opts.name, opts.node_ip, &since, &flavor(opts.max_pods)).await?;
     let beats = tokio::spawn(heartbeat(client.clone(), vec![opts.name.clone()], since));
     let pod_cidr = wait_for_pod_cidr(&client, &opts.name).await?;
     tracing::info!(node = %opts.name, %pod_cidr, "pod CIDR assigned");
