@@ -106,6 +106,8 @@ pub struct Flavor {
     pub kind: &'static str,
     pub kernel_version: String,
     pub os_image: &'static str,
+    /// The container runtime the node reports (`nodeInfo.containerRuntimeVersion`).
+    pub runtime: &'static str,
     /// The pods the node takes (`capacity.pods`, the kubelet's `--max-pods`).
     pub max_pods: u32,
 }
@@ -117,6 +119,7 @@ impl Flavor {
             kind: "simulated",
             kernel_version: "simulated".into(),
             os_image: "kubesim simulated node",
+            runtime: CONTAINER_RUNTIME,
             max_pods: DEFAULT_MAX_PODS,
         }
     }
@@ -186,7 +189,7 @@ pub fn node_status(
         node_info: Some(NodeSystemInfo {
             architecture: "amd64".into(),
             boot_id: id("boot"),
-            container_runtime_version: CONTAINER_RUNTIME.into(),
+            container_runtime_version: flavor.runtime.into(),
             kernel_version: flavor.kernel_version.clone(),
             kube_proxy_version: String::new(),
             kubelet_version: KUBELET_VERSION.into(),

@@ -20,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a cluster of real nodes (network namespaces on this machine) and leave it
+    /// running in the background, like kind: the apiserver, the controller, and per
+    /// node a kubelet, kube-proxy and flannel.
+    Up(UpArgs),
+    /// Stop a cluster and remove every process, namespace and file it made.
+    Down(DownArgs),
     /// Run the Kubernetes API server (HTTPS, bearer token, storage in sled).
     Apiserver(ApiserverArgs),
     /// Run the control loops: deployments, replicasets, endpoints, endpointslices,
@@ -165,6 +171,65 @@ struct NsenterArgs {
 }
 
 #[derive(clap::Args)]
+struct UpArgs {
+    /// The cluster's name: the prefix of all its namespaces (at most 8 characters).
+    #[arg(long, default_value = "kubesim")]
+    name: String,
+    /// How many nodes.
+    #[arg(long, default_value_t = 2)]
+    nodes: usize,
+    /// kube-proxy's mode on every node.
+    #[arg(long, default_value = "iptables", value_parser = ["iptables", "nftables", "ipvs", "userspace"])]
+    proxy_mode: String,
+    /// Where the cluster keeps its state and logs (default /var/lib/kubesim/NAME).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DownArgs {
+    /// The cluster's name.
+    #[arg(long, default_value = "kubesim")]
+    name: String,
+    /// Where the cluster keeps its state (default /var/lib/kubesim/NAME).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn data_dir_of(name: &str, given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| PathBuf::from("/var/lib/kubesim").join(name))
+}
+
+fn up(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = data_dir_of(&args.name, args.data_dir);
+    eprintln!(
+        "Creating cluster {:?}: {} nodes, kube-proxy in {} mode …",
+        args.name, args.nodes, args.proxy_mode
+    );
+    let started = std::time::Instant::now();
+    let cluster = kubesim::cluster::Cluster::up(kubesim::cluster::Spec {
+        name: args.name.clone(),
+        nodes: args.nodes,
+        data_dir,
+        binary: std::env::current_exe()?,
+        proxy_flags: vec!["--proxy-mode".into(), args.proxy_mode],
+    })?;
+    let kubeconfig = cluster.kubeconfig().to_owned();
+    cluster.leave_running()?;
+    eprintln!(
+        "Cluster {:?} is ready ({:.1}s).",
+        args.name,
+        started.elapsed().as_secs_f64()
+    );
+    println!("export KUBECONFIG={}", kubeconfig.display());
+    eprintln!(
+        "Use it with kubectl after the line above; remove it with: kubesim down --name {}",
+        args.name
+    );
+    Ok(())
+}
+
+#[derive(clap::Args)]
 struct ControllerArgs {
     /// The kubeconfig of the apiserver to work against.
     #[arg(long)]
@@ -307,6 +372,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Workload { argv } => kubelet::workload::main(argv),
+        Command::Up(args) => report(up(args)),
+        Command::Down(args) => {
+            let data_dir = data_dir_of(&args.name, args.data_dir);
+            report(kubesim::cluster::down(&args.name, &data_dir))
+        }
         server => {
             let netns = match &server {
                 Command::Kubelet(KubeletArgs { netns, .. }) => netns.as_deref(),
@@ -332,6 +402,17 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// The exit code of a command, with its error printed.
+fn report(result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            1
+        }
+    }
+}
+
 /// Moves the (still single-threaded) process into the named network namespace.
 fn enter_netns(name: &str) -> std::io::Result<()> {
     let file = std::fs::File::open(std::path::Path::new("/run/netns").join(name))?;
@@ -354,7 +435,12 @@ fn serve(command: Command) -> anyhow::Result<()> {
             Command::Kubelet(args) => run_kubelet(args).await,
             Command::Flannel(args) => run_flannel(args).await,
             Command::Proxy(args) => run_proxy(args).await,
-            Command::Cni | Command::Pause(_) | Command::Nsenter(_) | Command::Workload { .. } => {
+            Command::Cni
+            | Command::Pause(_)
+            | Command::Nsenter(_)
+            | Command::Workload { .. }
+            | Command::Up(_)
+            | Command::Down(_) => {
                 unreachable!("handled before the runtime starts")
             }
         }

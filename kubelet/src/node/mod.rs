@@ -117,6 +117,7 @@ fn flavor(max_pods: u32) -> Flavor {
         kind: "netns",
         kernel_version: kernel,
         os_image: "kubesim node (Linux network namespace)",
+        runtime: "kubesim://netns",
         max_pods,
     }
 }
@@ -124,7 +125,14 @@ fn flavor(max_pods: u32) -> Flavor {
 /// Registers the node and runs its pods until the pod watch ends.
 pub async fn run(client: Client, opts: NodeOptions) -> Result<(), Error> {
     let since = now();
-    register(&client, &opts.name, opts.node_ip, &since, &flavor(opts.max_pods)).await?;
+    register(
+        &client,
+        &opts.name,
+        opts.node_ip,
+        &since,
+        &flavor(opts.max_pods),
+    )
+    .await?;
     let beats = tokio::spawn(heartbeat(client.clone(), vec![opts.name.clone()], since));
     let pod_cidr = wait_for_pod_cidr(&client, &opts.name).await?;
     tracing::info!(node = %opts.name, %pod_cidr, "pod CIDR assigned");

@@ -37,6 +37,18 @@ impl ApiServer {
         ApiServer::start_with(&[])
     }
 
+    /// kubectl and clients for a server someone else runs, with `dir` as the
+    /// directory for manifests and kubectl's cache.
+    pub fn attach(dir: tempfile::TempDir, kubeconfig: PathBuf) -> ApiServer {
+        ApiServer {
+            child: None,
+            dir,
+            kubeconfig,
+            kubectl: kubectl_for("1.32"),
+            flags: Vec::new(),
+        }
+    }
+
     /// Starts the server with extra flags.
     pub fn start_with(flags: &[&str]) -> ApiServer {
         let dir = tempfile::tempdir().expect("temp dir");

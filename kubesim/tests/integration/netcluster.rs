@@ -1,25 +1,20 @@
-//! A cluster whose nodes are real: the topology's namespaces (underlay, nodes, an
-//! external host), the apiserver on loopback and inside the underlay at the gateway
-//! address, the controller, and per node a kubelet (and flannel) running inside the
-//! node's namespace. Every test cluster has a name of its own, so tests run in
-//! parallel; dropping the handle kills every process and removes every namespace of
-//! the cluster, also when the test failed.
+//! A cluster whose nodes are real, as `kubesim up` starts it ([`kubesim::cluster`]),
+//! with kubectl and the pods' namespaces at hand. Every test cluster has a name of its
+//! own, so tests run in parallel; dropping the handle kills every process and removes
+//! every namespace of the cluster, also when the test failed.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use kubelet::topology::{remove_cluster, Topology, TopologySpec};
+use kubelet::topology::Topology;
+use kubesim::cluster::{Cluster, Spec};
 
 use crate::harness::{eventually, ApiServer};
 
 pub struct NetCluster {
+    /// Dropped first: the processes stop before the temporary directory goes.
+    cluster: Cluster,
     pub server: ApiServer,
     pub name: String,
-    topology: Option<Topology>,
-    /// Each component's name, its command line and its process.
-    components: Vec<(String, Vec<String>, Child)>,
-    /// The kubeconfig the node components use: the apiserver at the gateway address.
-    pub node_kubeconfig: PathBuf,
 }
 
 /// A cluster name no other test uses: `t` and six random lowercase characters.
@@ -49,116 +44,26 @@ impl NetCluster {
     /// `kubesim proxy`, e.g. `["--proxy-mode", "userspace"]`.
     pub fn start_with_proxy(nodes: usize, proxy_flags: &[&str]) -> NetCluster {
         let name = unique_name();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let topology = runtime
-            .block_on(Topology::create(&TopologySpec::new(name.clone(), nodes)))
-            .expect("create the cluster's namespaces");
-        let gateway = topology.gateway().to_string();
-        let underlay = topology.underlay_netns().to_owned();
-        let server = ApiServer::start_with(&[
-            "--underlay-netns",
-            &underlay,
-            "--advertise-address",
-            &gateway,
-        ]);
-        let admin = std::fs::read_to_string(&server.kubeconfig).expect("kubeconfig");
-        let node_kubeconfig = server.dir.path().join("node.kubeconfig");
-        std::fs::write(
-            &node_kubeconfig,
-            admin.replace("https://127.0.0.1:", &format!("https://{gateway}:")),
-        )
-        .expect("write the node kubeconfig");
-        let mut cluster = NetCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spec = Spec {
+            name: name.clone(),
+            nodes,
+            data_dir: dir.path().join("cluster"),
+            binary: env!("CARGO_BIN_EXE_kubesim").into(),
+            proxy_flags: proxy_flags.iter().map(|f| f.to_string()).collect(),
+        };
+        let cluster = Cluster::up(spec).unwrap_or_else(|e| panic!("kubesim up: {e:#}"));
+        let server = ApiServer::attach(dir, cluster.kubeconfig().to_owned());
+        NetCluster {
+            cluster,
             server,
             name,
-            topology: Some(topology),
-            components: Vec::new(),
-            node_kubeconfig,
-        };
-        let admin = cluster.server.kubeconfig.clone();
-        cluster.spawn("controller", &["controller", "--kubeconfig"], &admin);
-        for i in 1..=nodes {
-            let node = cluster.node_name(i);
-            let ip = cluster.node_ip(i);
-            let data = cluster.server.dir.path().join(&node);
-            let data = data.to_str().expect("utf-8 path").to_owned();
-            let kubeconfig = cluster.node_kubeconfig.clone();
-            let cluster_name = cluster.name.clone();
-            cluster.spawn(
-                &format!("kubelet-{node}"),
-                &[
-                    "kubelet",
-                    "--netns",
-                    &node,
-                    "--node-name",
-                    &node,
-                    "--node-ip",
-                    &ip,
-                    "--cluster",
-                    &cluster_name,
-                    "--data-dir",
-                    &data,
-                    "--kubeconfig",
-                ],
-                &kubeconfig,
-            );
-            let mut proxy = vec![
-                "proxy",
-                "--netns",
-                &node,
-                "--hostname-override",
-                &node,
-                "--metrics-bind-address",
-                "0.0.0.0:10249",
-            ];
-            proxy.extend_from_slice(proxy_flags);
-            proxy.push("--kubeconfig");
-            cluster.spawn(&format!("proxy-{node}"), &proxy, &kubeconfig);
-            let run_dir = format!("{data}/flannel");
-            cluster.spawn(
-                &format!("flannel-{node}"),
-                &[
-                    "flannel",
-                    "--netns",
-                    &node,
-                    "--node-name",
-                    &node,
-                    "--run-dir",
-                    &run_dir,
-                    "--kubeconfig",
-                ],
-                &kubeconfig,
-            );
         }
-        let ready = eventually(60, || {
-            let out = cluster.server.kubectl(&[
-                "get",
-                "nodes",
-                "-o",
-                "jsonpath={.items[*].spec.podCIDR}",
-            ]);
-            let cidrs = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .count();
-            (cidrs == nodes).then_some(())
-        });
-        assert!(
-            ready.is_some(),
-            "nodes did not register with pod CIDRs:\n{}",
-            cluster.logs()
-        );
-        cluster
     }
 
     /// The name of node `i` (from 1), which is also its namespace's name.
     pub fn node_name(&self, i: usize) -> String {
-        self.topology()
-            .node_netns(i)
-            .expect("node exists")
-            .to_owned()
+        self.cluster.node_name(i).expect("node exists")
     }
 
     pub fn node_ip(&self, i: usize) -> String {
@@ -166,57 +71,28 @@ impl NetCluster {
     }
 
     pub fn topology(&self) -> &Topology {
-        self.topology.as_ref().expect("topology lives until drop")
-    }
-
-    fn spawn(&mut self, name: &str, args: &[&str], kubeconfig: &std::path::Path) {
-        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        args.push(kubeconfig.to_str().expect("utf-8 path").to_owned());
-        let child = self.launch(name, &args);
-        self.components.push((name.to_owned(), args, child));
-    }
-
-    fn launch(&self, name: &str, args: &[String]) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.server.dir.path().join(format!("{name}.log")))
-            .expect("log file");
-        Command::new(env!("CARGO_BIN_EXE_kubesim"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start kubesim {name}: {e}"))
+        self.cluster.topology().expect("topology lives until drop")
     }
 
     /// Kills the component `name` (e.g. `proxy-<node>`), as a crash would.
     pub fn stop(&mut self, name: &str) {
-        for (component, _, child) in &mut self.components {
-            if component == name {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        self.cluster.stop(name);
     }
 
     /// Kills the component `name` and starts it again with the same command line.
     pub fn restart(&mut self, name: &str) {
-        self.stop(name);
-        let args = self
-            .components
-            .iter()
-            .find(|(component, _, _)| component == name)
-            .map(|(_, args, _)| args.clone())
-            .unwrap_or_else(|| panic!("no component {name}"));
-        let child = self.launch(name, &args);
-        let entry = self
-            .components
-            .iter_mut()
-            .find(|(c, _, _)| c == name)
-            .expect("the component was found above");
-        entry.2 = child;
+        self.cluster.restart(name).expect("restart the component");
+    }
+
+    /// The log of the component `name` so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join("cluster/logs")
+                .join(format!("{name}.log")),
+        )
+        .unwrap_or_default()
     }
 
     /// The netns of a pod, as the kubelet names it.
@@ -273,19 +149,7 @@ impl NetCluster {
 
     /// The tail of every component's log, for failure messages.
     pub fn logs(&self) -> String {
-        std::iter::once("apiserver".to_owned())
-            .chain(self.components.iter().map(|(n, _, _)| n.clone()))
-            .map(|n| {
-                let text = std::fs::read_to_string(self.server.dir.path().join(format!("{n}.log")))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                format!(
-                    "--- {n} ---\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.cluster.logs()
     }
 }
 
@@ -293,19 +157,5 @@ impl std::ops::Deref for NetCluster {
     type Target = ApiServer;
     fn deref(&self) -> &ApiServer {
         &self.server
-    }
-}
-
-impl Drop for NetCluster {
-    fn drop(&mut self) {
-        for (_, _, child) in &mut self.components {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        drop(self.topology.take());
-        // Pod namespaces and any process left in the cluster's namespaces.
-        if let Err(err) = remove_cluster(&self.name) {
-            eprintln!("removing cluster {}: {err}", self.name);
-        }
     }
 }

@@ -229,9 +229,8 @@ fn services_forward_in_iptables_mode() {
 fn ipvs_mode_falls_back_to_iptables_without_kernel_ipvs() {
     let cluster = NetCluster::start_with_proxy(1, &["--proxy-mode", "ipvs"]);
     let node = cluster.node_name(1);
-    let log_path = cluster.dir.path().join(format!("proxy-{node}.log"));
     let said = eventually(20, || {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let log = cluster.log(&format!("proxy-{node}"));
         (log.contains("Can't use the IPVS proxier") && log.contains("Using iptables Proxier"))
             .then_some(log)
     });

@@ -1,0 +1,429 @@
+//! A whole cluster on this machine, as `kubesim up` starts it and the integration
+//! tests use it: the topology's namespaces (underlay, nodes, external host), the
+//! apiserver on loopback and inside the underlay at the gateway address, the
+//! controller, and per node a kubelet, kube-proxy and flannel inside the node's
+//! namespace — each a `kubesim` process with its log under `<data dir>/logs`.
+//!
+//! Dropping a [`Cluster`] kills its processes and removes every namespace of the
+//! cluster, also when whatever used it failed; [`Cluster::leave_running`] instead
+//! hands it to the background (recording its processes in `<data dir>/cluster.json`)
+//! and [`down`] removes it later.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+use kubelet::topology::{remove_cluster, validate_cluster_name, Topology, TopologySpec};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The file that records a cluster left running.
+const STATE_FILE: &str = "cluster.json";
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The cluster's name, the prefix of all its namespaces (at most 8 characters).
+    pub name: String,
+    pub nodes: usize,
+    /// The apiserver's store, the nodes' pod directories, the kubeconfigs and logs.
+    pub data_dir: PathBuf,
+    /// The `kubesim` executable the components run as.
+    pub binary: PathBuf,
+    /// Extra flags for every node's `kubesim proxy` (e.g. `--proxy-mode nftables`).
+    pub proxy_flags: Vec<String>,
+}
+
+struct Component {
+    name: String,
+    args: Vec<String>,
+    child: Child,
+}
+
+/// A running cluster.
+pub struct Cluster {
+    spec: Spec,
+    topology: Option<Topology>,
+    components: Vec<Component>,
+    kubeconfig: PathBuf,
+    /// Left running in the background: dropping the handle does not stop it.
+    detached: bool,
+}
+
+impl Cluster {
+    /// Starts the cluster of `spec` and waits until every node is Ready with a pod
+    /// CIDR. On failure, whatever was started is stopped and removed.
+    pub fn up(spec: Spec) -> anyhow::Result<Cluster> {
+        validate_cluster_name(&spec.name)?;
+        if let Some(taken) = netns::list(&format!("{}-", spec.name))?.first() {
+            bail!(
+                "cluster {} exists (namespace {taken}); remove it first with `kubesim down --name {}`",
+                spec.name,
+                spec.name
+            );
+        }
+        fs::create_dir_all(spec.data_dir.join("logs"))
+            .with_context(|| format!("creating {}", spec.data_dir.display()))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let topology = runtime.block_on(Topology::create(&TopologySpec::new(
+            spec.name.clone(),
+            spec.nodes,
+        )))?;
+        let kubeconfig = spec.data_dir.join("kubeconfig");
+        let mut cluster = Cluster {
+            spec,
+            topology: Some(topology),
+            components: Vec::new(),
+            kubeconfig,
+            detached: false,
+        };
+        cluster.start_components()?;
+        runtime.block_on(cluster.wait_for_nodes())?;
+        Ok(cluster)
+    }
+
+    fn start_components(&mut self) -> anyhow::Result<()> {
+        let topology = self.topology()?;
+        let gateway = topology.gateway().to_string();
+        let underlay = topology.underlay_netns().to_owned();
+        let data = self.spec.data_dir.clone();
+        let _ = fs::remove_file(&self.kubeconfig);
+        let server = data.join("server");
+        let kubeconfig = self.kubeconfig.clone();
+        self.spawn(
+            "apiserver",
+            &[
+                "apiserver",
+                "--https-listen-port",
+                "0",
+                "--data-dir",
+                path(&server)?,
+                "--write-kubeconfig",
+                path(&kubeconfig)?,
+                "--underlay-netns",
+                &underlay,
+                "--advertise-address",
+                &gateway,
+            ],
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.kubeconfig.exists() {
+            if Instant::now() > deadline {
+                bail!("the apiserver did not start:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let admin = fs::read_to_string(&self.kubeconfig)?;
+        let node_kubeconfig = data.join("node.kubeconfig");
+        fs::write(
+            &node_kubeconfig,
+            admin.replace("https://127.0.0.1:", &format!("https://{gateway}:")),
+        )?;
+        let admin = self.kubeconfig.clone();
+        self.spawn("controller", &["controller", "--kubeconfig", path(&admin)?])?;
+        let node_kubeconfig = path(&node_kubeconfig)?.to_owned();
+        for i in 1..=self.spec.nodes {
+            let node = self.node_name(i)?;
+            let ip = self
+                .topology()?
+                .node_ip(i)
+                .context("node exists")?
+                .to_string();
+            let node_data = data.join(&node);
+            let node_data = path(&node_data)?.to_owned();
+            let name = self.spec.name.clone();
+            self.spawn(
+                &format!("kubelet-{node}"),
+                &[
+                    "kubelet",
+                    "--netns",
+                    &node,
+                    "--node-name",
+                    &node,
+                    "--node-ip",
+                    &ip,
+                    "--cluster",
+                    &name,
+                    "--data-dir",
+                    &node_data,
+                    "--kubeconfig",
+                    &node_kubeconfig,
+                ],
+            )?;
+            let mut proxy: Vec<&str> = vec![
+                "proxy",
+                "--netns",
+                &node,
+                "--hostname-override",
+                &node,
+                "--metrics-bind-address",
+                "0.0.0.0:10249",
+                "--kubeconfig",
+                &node_kubeconfig,
+            ];
+            proxy.extend(
+                self.spec
+                    .proxy_flags
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            );
+            let proxy: Vec<String> = proxy.iter().map(|s| s.to_string()).collect();
+            self.spawn_owned(&format!("proxy-{node}"), proxy)?;
+            let run_dir = format!("{node_data}/flannel");
+            self.spawn(
+                &format!("flannel-{node}"),
+                &[
+                    "flannel",
+                    "--netns",
+                    &node,
+                    "--node-name",
+                    &node,
+                    "--run-dir",
+                    &run_dir,
+                    "--kubeconfig",
+                    &node_kubeconfig,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn wait_for_nodes(&self) -> anyhow::Result<()> {
+        let config = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
+        let nodes: Api<Node> = Api::all(kube::Client::try_from(config)?);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let list = nodes.list(&ListParams::default()).await.ok();
+            let ready = list
+                .iter()
+                .flat_map(|l| &l.items)
+                .filter(|n| is_ready(n))
+                .count();
+            if ready == self.spec.nodes {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{ready} of {} nodes became Ready with a pod CIDR:\n{}",
+                    self.spec.nodes,
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn spawn(&mut self, name: &str, args: &[&str]) -> anyhow::Result<()> {
+        self.spawn_owned(name, args.iter().map(|a| a.to_string()).collect())
+    }
+
+    fn spawn_owned(&mut self, name: &str, args: Vec<String>) -> anyhow::Result<()> {
+        let child = self.launch(name, &args)?;
+        self.components.push(Component {
+            name: name.to_owned(),
+            args,
+            child,
+        });
+        Ok(())
+    }
+
+    fn launch(&self, name: &str, args: &[String]) -> anyhow::Result<Child> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))?;
+        Command::new(&self.spec.binary)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            // A group of its own: the component outlives the terminal `kubesim up` ran in.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting kubesim {name}"))
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.spec.data_dir.join("logs").join(format!("{name}.log"))
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The admin kubeconfig (the apiserver on 127.0.0.1).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    pub fn topology(&self) -> anyhow::Result<&Topology> {
+        self.topology
+            .as_ref()
+            .context("the cluster's topology is gone")
+    }
+
+    /// The name of node `i` (from 1), which is also its namespace's name.
+    pub fn node_name(&self, i: usize) -> anyhow::Result<String> {
+        Ok(self
+            .topology()?
+            .node_netns(i)
+            .context("no such node")?
+            .to_owned())
+    }
+
+    /// The names of the components, in the order they started.
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.components.iter().map(|c| c.name.as_str())
+    }
+
+    /// Kills the component `name` (e.g. `proxy-<node>`), as a crash would.
+    pub fn stop(&mut self, name: &str) {
+        for component in self.components.iter_mut().filter(|c| c.name == name) {
+            let _ = component.child.kill();
+            let _ = component.child.wait();
+        }
+    }
+
+    /// Kills the component `name` and starts it again with the same command line.
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        self.stop(name);
+        let index = self
+            .components
+            .iter()
+            .position(|c| c.name == name)
+            .with_context(|| format!("no component {name}"))?;
+        let args = self.components[index].args.clone();
+        let child = self.launch(name, &args)?;
+        self.components[index].child = child;
+        Ok(())
+    }
+
+    /// The last lines of every component's log.
+    pub fn logs(&self) -> String {
+        self.components
+            .iter()
+            .map(|c| {
+                let text = fs::read_to_string(self.log_path(&c.name)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                format!(
+                    "--- {} ---\n{}",
+                    c.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Leaves the cluster running after this process ends; [`down`] removes it.
+    pub fn leave_running(mut self) -> anyhow::Result<()> {
+        let pids: Vec<u32> = self.components.iter().map(|c| c.child.id()).collect();
+        let state = serde_json::json!({"name": self.spec.name, "pids": pids});
+        fs::write(self.spec.data_dir.join(STATE_FILE), state.to_string())?;
+        if let Some(topology) = self.topology.take() {
+            topology.detach();
+        }
+        self.detached = true;
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        for component in &mut self.components {
+            let _ = component.child.kill();
+            let _ = component.child.wait();
+        }
+        drop(self.topology.take());
+        // Pod namespaces and any process left in the cluster's namespaces.
+        if let Err(err) = remove_cluster(&self.spec.name) {
+            tracing::warn!(%err, cluster = %self.spec.name, "removing the cluster");
+        }
+    }
+}
+
+fn is_ready(node: &Node) -> bool {
+    let has_cidr = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_ref())
+        .is_some();
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    has_cidr && ready
+}
+
+fn is_kubesim(pid: i32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmdline| {
+            let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+            Path::new(std::ffi::OsStr::from_bytes(program))
+                .file_name()
+                .is_some_and(|name| name == "kubesim")
+        })
+        .unwrap_or(false)
+}
+
+fn path(p: &Path) -> anyhow::Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not UTF-8", p.display()))
+}
+
+/// Stops a cluster left running: its processes (SIGTERM, then SIGKILL after 5 s),
+/// then every namespace of the cluster and whatever still runs inside; then its data
+/// directory. A cluster that crashed (no state, or stale pids) is removed as well.
+pub fn down(name: &str, data_dir: &Path) -> anyhow::Result<()> {
+    validate_cluster_name(name)?;
+    let state = data_dir.join(STATE_FILE);
+    if let Ok(text) = fs::read_to_string(&state) {
+        let state: serde_json::Value = serde_json::from_str(&text)?;
+        // Only processes that still are kubesim's: a pid of a cluster that crashed long
+        // ago may belong to something else by now.
+        let pids: Vec<Pid> = state["pids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_i64().and_then(|p| i32::try_from(p).ok()))
+            .filter(|p| is_kubesim(*p))
+            .map(Pid::from_raw)
+            .collect();
+        for pid in &pids {
+            let _ = kill(*pid, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|p| kill(*p, None).is_ok()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in &pids {
+            let _ = kill(*pid, Signal::SIGKILL);
+        }
+    }
+    let removed = remove_cluster(name)?;
+    if data_dir.exists() {
+        fs::remove_dir_all(data_dir).with_context(|| format!("removing {}", data_dir.display()))?;
+    }
+    tracing::info!(cluster = name, namespaces = removed, "cluster removed");
+    Ok(())
+}

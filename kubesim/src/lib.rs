@@ -1,0 +1,4 @@
+//! The library side of the `kubesim` binary: what the CLI and the integration tests
+//! share.
+
+pub mod cluster;
