@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use crate::harness::eventually;
 use crate::netcluster::NetCluster;
 
-const APP: &str = r#"
+/// Three agnhost netexec backends (HTTP on 8080, UDP on 8081) behind the NodePort
+/// Service `web` (80 and UDP 90), a Service `nobody` without endpoints, and a client
+/// pod.
+pub(crate) const APP: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
@@ -20,8 +23,8 @@ spec:
       containers:
       - name: agnhost
         image: registry.k8s.io/e2e-test-images/agnhost:2.53
-        args: ["netexec", "--http-port=8080"]
-        ports: [{name: http, containerPort: 8080}]
+        args: ["netexec", "--http-port=8080", "--udp-port=8081"]
+        ports: [{name: http, containerPort: 8080}, {name: udp, containerPort: 8081, protocol: UDP}]
         readinessProbe:
           httpGet: {path: /healthz, port: http}
           periodSeconds: 1
@@ -32,7 +35,9 @@ metadata: {name: web}
 spec:
   type: NodePort
   selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http, nodePort: 30080}]
+  ports:
+  - {name: http, port: 80, targetPort: http, nodePort: 30080}
+  - {name: udp, port: 90, targetPort: udp, protocol: UDP}
 ---
 apiVersion: v1
 kind: Service
@@ -50,7 +55,7 @@ spec:
 "#;
 
 /// The hostnames that answered `count` requests to `url` from the client pod.
-fn backends(cluster: &NetCluster, pod: &str, url: &str, count: usize) -> Vec<String> {
+pub(crate) fn backends(cluster: &NetCluster, pod: &str, url: &str, count: usize) -> Vec<String> {
     let script = format!("for i in $(seq {count}); do curl -s -m 2 {url}; echo; done");
     let out = cluster.ok(&["exec", pod, "--", "sh", "-c", &script]);
     out.lines()
@@ -59,17 +64,26 @@ fn backends(cluster: &NetCluster, pod: &str, url: &str, count: usize) -> Vec<Str
         .collect()
 }
 
-fn distinct(answers: &[String]) -> BTreeSet<String> {
+pub(crate) fn distinct(answers: &[String]) -> BTreeSet<String> {
     answers.iter().cloned().collect()
 }
 
-#[test]
-fn services_forward_in_iptables_mode() {
-    let cluster = NetCluster::start(2);
+/// What [`deploy`] set up: the `web` Service's cluster IP, its three backends, the
+/// client pod's address, and the cluster IP of `nobody` (a Service without endpoints).
+pub(crate) struct Deployed {
+    pub ip: String,
+    pub pods: BTreeSet<String>,
+    pub client_ip: String,
+    pub nobody: String,
+}
+
+/// Applies [`APP`] and waits until it runs.
+pub(crate) fn deploy(cluster: &NetCluster) -> Deployed {
     cluster.ok(&["apply", "-f", &cluster.file("app.yaml", APP)]);
     cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     let client_ip = cluster.wait_running("default", "client");
     let ip = cluster.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let nobody = cluster.ok(&["get", "svc", "nobody", "-o", "jsonpath={.spec.clusterIP}"]);
     let pods: BTreeSet<String> = cluster
         .ok(&[
             "get",
@@ -83,12 +97,30 @@ fn services_forward_in_iptables_mode() {
         .map(str::to_owned)
         .collect();
     assert_eq!(pods.len(), 3);
+    Deployed {
+        ip,
+        pods,
+        client_ip,
+        nobody,
+    }
+}
 
+/// The checks every mode that forwards in the kernel passes: all backends reached
+/// through the cluster IP, the client's own address seen (no SNAT), the node port on
+/// every node from the external host, ClientIP affinity on and off, hairpin, and a
+/// Service without endpoints refused.
+pub(crate) fn check_forwarding(cluster: &NetCluster, app: &Deployed) {
+    let Deployed {
+        ip,
+        pods,
+        client_ip,
+        nobody,
+    } = app;
     // The endpoints reach every node's proxy; then all three backends answer.
     let url = format!("http://{ip}/hostname");
     let spread = eventually(30, || {
-        let seen = distinct(&backends(&cluster, "client", &url, 60));
-        (seen == pods).then_some(seen)
+        let seen = distinct(&backends(cluster, "client", &url, 60));
+        (seen == *pods).then_some(seen)
     });
     assert!(
         spread.is_some(),
@@ -140,7 +172,7 @@ fn services_forward_in_iptables_mode() {
         r#"{"spec":{"sessionAffinity":"ClientIP"}}"#,
     ]);
     let sticky = eventually(20, || {
-        let seen = distinct(&backends(&cluster, "client", &url, 15));
+        let seen = distinct(&backends(cluster, "client", &url, 15));
         (seen.len() == 1).then_some(())
     });
     assert!(
@@ -155,7 +187,7 @@ fn services_forward_in_iptables_mode() {
         r#"{"spec":{"sessionAffinity":"None"}}"#,
     ]);
     let spread_again = eventually(20, || {
-        (distinct(&backends(&cluster, "client", &url, 30)).len() > 1).then_some(())
+        (distinct(&backends(cluster, "client", &url, 30)).len() > 1).then_some(())
     });
     assert!(
         spread_again.is_some(),
@@ -165,7 +197,7 @@ fn services_forward_in_iptables_mode() {
     // Hairpin: a backend reaches itself through its own Service.
     let first = pods.iter().next().expect("a backend").clone();
     let hairpin = eventually(20, || {
-        backends(&cluster, &first, &url, 20)
+        backends(cluster, &first, &url, 20)
             .contains(&first)
             .then_some(())
     });
@@ -174,7 +206,6 @@ fn services_forward_in_iptables_mode() {
         "{first} never reached itself through {url}"
     );
 
-    let nobody = cluster.ok(&["get", "svc", "nobody", "-o", "jsonpath={.spec.clusterIP}"]);
     let refused = eventually(20, || {
         let url = format!("http://{nobody}:81/");
         let out = cluster.kubectl(&["exec", "client", "--", "curl", "-s", "-m", "1", &url]);
@@ -184,6 +215,14 @@ fn services_forward_in_iptables_mode() {
         refused.is_some(),
         "a Service without endpoints is not refused (curl exit 7)"
     );
+}
+
+#[test]
+fn services_forward_in_iptables_mode() {
+    let cluster = NetCluster::start(2);
+    let app = deploy(&cluster);
+    check_forwarding(&cluster, &app);
+    let Deployed { ip, client_ip, .. } = &app;
 
     let api = cluster.ok(&[
         "exec",

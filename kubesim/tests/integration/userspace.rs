@@ -8,43 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::harness::eventually;
 use crate::netcluster::NetCluster;
-
-const APP: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - name: agnhost
-        image: registry.k8s.io/e2e-test-images/agnhost:2.53
-        args: ["netexec", "--http-port=8080", "--udp-port=8081"]
-        ports: [{name: http, containerPort: 8080}, {name: udp, containerPort: 8081, protocol: UDP}]
-        readinessProbe:
-          httpGet: {path: /healthz, port: http}
-          periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  type: NodePort
-  selector: {app: web}
-  ports:
-  - {name: http, port: 80, targetPort: http, nodePort: 30080}
-  - {name: udp, port: 90, targetPort: udp, protocol: UDP}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  containers:
-  - {name: shell, image: busybox:1.36, command: ["sleep", "infinity"]}
-"#;
+use crate::services::{deploy, Deployed};
 
 /// The answers to `count` requests to `url` from the client pod, one a line.
 fn answers(cluster: &NetCluster, url: &str, count: usize) -> Vec<String> {
@@ -93,23 +57,12 @@ subsets:
 #[test]
 fn services_forward_in_userspace_mode() {
     let cluster = NetCluster::start_with_proxy(2, &["--proxy-mode", "userspace"]);
-    cluster.ok(&["apply", "-f", &cluster.file("app.yaml", APP)]);
-    cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
-    let client_ip = cluster.wait_running("default", "client");
-    let ip = cluster.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
-    let pods: BTreeSet<String> = cluster
-        .ok(&[
-            "get",
-            "pods",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ])
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(pods.len(), 3);
+    let Deployed {
+        ip,
+        pods,
+        client_ip,
+        ..
+    } = deploy(&cluster);
 
     // Once the proxy has the three endpoints, round robin gives each its turn.
     let url = format!("http://{ip}/hostname");
