@@ -41,6 +41,9 @@ enum Command {
     /// Run kube-proxy for one node, inside the node's network namespace: Services and
     /// EndpointSlices become iptables rules laid out as kube-proxy lays them out.
     Proxy(ProxyArgs),
+    /// Run the cluster DNS: the Kubernetes DNS specification as CoreDNS's kubernetes
+    /// plugin answers it, configured by the Corefile in ConfigMap kube-system/coredns.
+    Dns(DnsArgs),
     /// Run as a CNI plugin: reads CNI_* variables and the network configuration on stdin,
     /// as any CNI runtime calls it.
     Cni,
@@ -122,6 +125,35 @@ struct ProxyArgs {
     /// Remove every rule and chain the proxy made, then exit.
     #[arg(long)]
     cleanup: bool,
+}
+
+#[derive(clap::Args)]
+struct DnsArgs {
+    /// The kubeconfig of the apiserver; without it, the in-cluster configuration.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Where DNS is served, on UDP and TCP.
+    #[arg(long, default_value = "0.0.0.0:53")]
+    dns_bind_address: std::net::SocketAddr,
+    /// Where /health is served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    health_bind_address: std::net::SocketAddr,
+    /// Where /ready is served.
+    #[arg(long, default_value = "0.0.0.0:8181")]
+    ready_bind_address: std::net::SocketAddr,
+    /// Where /metrics is served.
+    #[arg(long, default_value = "0.0.0.0:9153")]
+    metrics_bind_address: std::net::SocketAddr,
+    /// The cluster domain, while ConfigMap kube-system/coredns has no Corefile.
+    #[arg(long, default_value = "cluster.local")]
+    zone: String,
+    /// The TTL of answers, while ConfigMap kube-system/coredns has no Corefile.
+    #[arg(long, default_value_t = 30)]
+    ttl: u32,
+    /// Where names outside the cluster zones are forwarded (IP or IP:port), while
+    /// ConfigMap kube-system/coredns has no Corefile; none by default (SERVFAIL).
+    #[arg(long)]
+    upstream: Option<String>,
 }
 
 /// A duration as kube-proxy's flags take it: `500ms`, `1s`, `2m`.
@@ -435,6 +467,7 @@ fn serve(command: Command) -> anyhow::Result<()> {
             Command::Kubelet(args) => run_kubelet(args).await,
             Command::Flannel(args) => run_flannel(args).await,
             Command::Proxy(args) => run_proxy(args).await,
+            Command::Dns(args) => run_dns(args).await,
             Command::Cni
             | Command::Pause(_)
             | Command::Nsenter(_)
@@ -576,6 +609,34 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         result = kubeproxy::run(client, options) => Ok(result?),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
+    let client = match &args.kubeconfig {
+        Some(path) => client(path).await?,
+        None => kube::Client::try_default().await?,
+    };
+    let mut config = coredns_lite::Config::for_zone(&args.zone)?;
+    config.ttl = args.ttl;
+    config.upstream = match args.upstream.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.parse::<std::net::SocketAddr>()
+                .or_else(|_| text.parse::<IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| anyhow::anyhow!("--upstream {text}: not an IP or IP:port"))?,
+        ),
+    };
+    let options = coredns_lite::Options {
+        dns: args.dns_bind_address,
+        health: args.health_bind_address,
+        ready: args.ready_bind_address,
+        metrics: args.metrics_bind_address,
+        config,
+    };
+    tokio::select! {
+        result = coredns_lite::run(client, options) => Ok(result?),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
