@@ -17,8 +17,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
+use kube::api::{Api, ListParams, PostParams};
 use kubelet::topology::{remove_cluster, validate_cluster_name, Topology, TopologySpec};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -39,7 +40,13 @@ pub struct Spec {
     pub binary: PathBuf,
     /// Extra flags for every node's `kubesim proxy` (e.g. `--proxy-mode nftables`).
     pub proxy_flags: Vec<String>,
+    /// Install the cluster DNS (CoreDNS's Deployment and the kube-dns Service, run by
+    /// `kubesim dns`) and wait until it is ready.
+    pub dns: bool,
 }
+
+/// The cluster DNS as kubeadm installs CoreDNS.
+const COREDNS: &str = include_str!("../../scenarios/cluster/coredns.yaml");
 
 struct Component {
     name: String,
@@ -88,6 +95,9 @@ impl Cluster {
         };
         cluster.start_components()?;
         runtime.block_on(cluster.wait_for_nodes())?;
+        if cluster.spec.dns {
+            runtime.block_on(cluster.install_dns())?;
+        }
         Ok(cluster)
     }
 
@@ -198,10 +208,64 @@ impl Cluster {
         Ok(())
     }
 
-    async fn wait_for_nodes(&self) -> anyhow::Result<()> {
+    async fn client(&self) -> anyhow::Result<kube::Client> {
         let config = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
         let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
-        let nodes: Api<Node> = Api::all(kube::Client::try_from(config)?);
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// Creates CoreDNS's ConfigMap, Deployment and the kube-dns Service, and waits
+    /// until the Service has a ready endpoint for every replica.
+    async fn install_dns(&self) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        let params = PostParams::default();
+        for document in serde_yaml::Deserializer::from_str(COREDNS) {
+            let value: serde_json::Value = serde::Deserialize::deserialize(document)?;
+            let namespace = value["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned();
+            match value["kind"].as_str() {
+                Some("ConfigMap") => {
+                    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+                    api.create(&params, &serde_json::from_value(value)?).await?;
+                }
+                Some("Deployment") => {
+                    let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+                    api.create(&params, &serde_json::from_value(value)?).await?;
+                }
+                Some("Service") => {
+                    let api: Api<Service> = Api::namespaced(client.clone(), &namespace);
+                    api.create(&params, &serde_json::from_value(value)?).await?;
+                }
+                other => bail!("unexpected kind {other:?} in the DNS manifest"),
+            }
+        }
+        let deployments: Api<Deployment> = Api::namespaced(client, "kube-system");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let coredns = deployments.get("coredns").await?;
+            let wanted = coredns.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ready = coredns
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            if ready >= wanted {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the cluster DNS did not become ready ({ready} of {wanted}):\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_for_nodes(&self) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client().await?);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let list = nodes.list(&ListParams::default()).await.ok();

@@ -245,6 +245,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         data_dir,
         binary: std::env::current_exe()?,
         proxy_flags: vec!["--proxy-mode".into(), args.proxy_mode],
+        dns: true,
     })?;
     let kubeconfig = cluster.kubeconfig().to_owned();
     cluster.leave_running()?;

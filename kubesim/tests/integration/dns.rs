@@ -90,34 +90,67 @@ fn pods_resolve_the_cluster_names_through_kube_dns() {
     cluster.ok(&["rollout", "status", "deployment/nginx", "--timeout=90s"]);
     cluster.wait_running("default", "client");
     let db_ip = cluster.wait_running("default", "db-0");
-    let ip = cluster.ok(&["get", "svc", "nginx-svc", "-o", "jsonpath={.spec.clusterIP}"]);
+    let ip = cluster.ok(&[
+        "get",
+        "svc",
+        "nginx-svc",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
     let fqdn = "nginx-svc.default.svc.cluster.local";
 
-    let answered = eventually(30, || (dig(&cluster, &["+notcp", fqdn]) == [ip.clone()]).then_some(()));
+    let answered = eventually(30, || {
+        (dig(&cluster, &["+notcp", fqdn]) == [ip.as_str()]).then_some(())
+    });
     assert!(answered.is_some(), "{fqdn} over UDP:\n{}", cluster.logs());
-    assert_eq!(dig(&cluster, &["+tcp", fqdn]), [ip.clone()], "over TCP");
-    assert_eq!(dig(&cluster, &["+search", "nginx-svc"]), [ip.clone()], "the search path");
+    assert_eq!(dig(&cluster, &["+tcp", fqdn]), [ip.as_str()], "over TCP");
+    assert_eq!(
+        dig(&cluster, &["+search", "nginx-svc"]),
+        [ip.as_str()],
+        "the search path"
+    );
     let page = cluster.ok(&["exec", "client", "--", "curl", "-s", "http://nginx-svc/"]);
-    assert!(page.contains("Welcome to nginx!"), "curl by short name: {page}");
+    assert!(
+        page.contains("Welcome to nginx!"),
+        "curl by short name: {page}"
+    );
     let lookup = cluster.ok(&["exec", "client", "--", "nslookup", "nginx-svc.default"]);
     assert!(lookup.contains(&format!("Address: {ip}")), "{lookup}");
 
     // SRV for a named port, with the target's address as glue.
-    let srv = dig(&cluster, &["SRV", "_http._tcp.nginx-svc.default.svc.cluster.local"]);
+    let srv = dig(
+        &cluster,
+        &["SRV", "_http._tcp.nginx-svc.default.svc.cluster.local"],
+    );
     assert_eq!(srv, [format!("0 100 80 {fqdn}.")]);
     // PTR for the cluster IP.
     assert_eq!(dig(&cluster, &["-x", &ip]), [format!("{fqdn}.")]);
     // Headless: the pod's own record and the service's A set.
-    assert_eq!(dig(&cluster, &["db-0.db.default.svc.cluster.local"]), [db_ip.clone()]);
-    assert_eq!(dig(&cluster, &["db.default.svc.cluster.local"]), [db_ip.clone()]);
+    assert_eq!(
+        dig(&cluster, &["db-0.db.default.svc.cluster.local"]),
+        [db_ip.as_str()]
+    );
+    assert_eq!(
+        dig(&cluster, &["db.default.svc.cluster.local"]),
+        [db_ip.as_str()]
+    );
     // ExternalName: a CNAME.
-    assert_eq!(dig(&cluster, &["docs.default.svc.cluster.local", "CNAME"]), ["docs.example.org."]);
+    assert_eq!(
+        dig(&cluster, &["docs.default.svc.cluster.local", "CNAME"]),
+        ["docs.example.org."]
+    );
     // The schema version, and a pod's dashed-address record.
-    assert_eq!(dig(&cluster, &["TXT", "dns-version.cluster.local"]), ["\"1.1.0\""]);
+    assert_eq!(
+        dig(&cluster, &["TXT", "dns-version.cluster.local"]),
+        ["\"1.1.0\""]
+    );
     let dashed = format!("{}.default.pod.cluster.local", db_ip.replace('.', "-"));
-    assert_eq!(dig(&cluster, &[&dashed]), [db_ip.clone()]);
+    assert_eq!(dig(&cluster, &[&dashed]), [db_ip.as_str()]);
     // NXDOMAIN for a name that does not exist, NODATA for a type it does not have.
-    assert_eq!(status(&cluster, "nothere.default.svc.cluster.local", "A"), "NXDOMAIN");
+    assert_eq!(
+        status(&cluster, "nothere.default.svc.cluster.local", "A"),
+        "NXDOMAIN"
+    );
     assert_eq!(status(&cluster, fqdn, "MX"), "NOERROR");
     assert!(dig(&cluster, &[fqdn, "MX"]).is_empty());
 
@@ -127,15 +160,30 @@ fn pods_resolve_the_cluster_names_through_kube_dns() {
     let db1_ip = cluster.wait_running("default", "db-1");
     let both: BTreeSet<String> = [db_ip.clone(), db1_ip].into();
     let grown = eventually(30, || {
-        let set: BTreeSet<String> = dig(&cluster, &["db.default.svc.cluster.local"]).into_iter().collect();
+        let set: BTreeSet<String> = dig(&cluster, &["db.default.svc.cluster.local"])
+            .into_iter()
+            .collect();
         (set == both).then_some(())
     });
-    assert!(grown.is_some(), "the headless A set did not follow the pods");
+    assert!(
+        grown.is_some(),
+        "the headless A set did not follow the pods"
+    );
 
     // An ExternalName change is answered within the TTL (30 s).
-    cluster.ok(&["patch", "svc", "docs", "-p", r#"{"spec":{"externalName":"manual.example.org"}}"#]);
+    cluster.ok(&[
+        "patch",
+        "svc",
+        "docs",
+        "-p",
+        r#"{"spec":{"externalName":"manual.example.org"}}"#,
+    ]);
     let changed = eventually(35, || {
-        (dig(&cluster, &["docs.default.svc.cluster.local", "CNAME"]) == ["manual.example.org."]).then_some(())
+        (dig(&cluster, &["docs.default.svc.cluster.local", "CNAME"]) == ["manual.example.org."])
+            .then_some(())
     });
-    assert!(changed.is_some(), "the ExternalName change was not answered");
+    assert!(
+        changed.is_some(),
+        "the ExternalName change was not answered"
+    );
 }

@@ -4,6 +4,7 @@
 mod clients;
 mod cni;
 mod controllers;
+mod dns;
 mod durability;
 mod harness;
 mod kubectl;
