@@ -82,3 +82,28 @@ pub fn encode(mut reply: Message, request: &Message, limit: usize) -> Vec<u8> {
         bare.to_vec().unwrap_or_default()
     })
 }
+
+/// Asks `server` over UDP for the A records of `name` and reports whether it answered
+/// NOERROR with at least one: how `kubesim up` checks that the cluster DNS answers
+/// through its Service. Blocking; the socket lives in the calling thread's network
+/// namespace.
+pub fn answers_a(
+    server: std::net::SocketAddr,
+    name: &str,
+    timeout: std::time::Duration,
+) -> std::io::Result<bool> {
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{Name, RecordType};
+    let name = Name::from_ascii(name).map_err(std::io::Error::other)?;
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(name, RecordType::A));
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.connect(server)?;
+    socket.send(&query.to_vec().map_err(std::io::Error::other)?)?;
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf)?;
+    let reply = Message::from_vec(&buf[..n]).map_err(std::io::Error::other)?;
+    Ok(reply.response_code == ResponseCode::NoError && !reply.answers.is_empty())
+}

@@ -45,6 +45,13 @@ pub struct Spec {
     pub dns: bool,
 }
 
+/// The kube-dns Service, and a name it always knows.
+const KUBE_DNS: std::net::SocketAddr = std::net::SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 96, 0, 10)),
+    53,
+);
+const DNS_PROBE_NAME: &str = "kubernetes.default.svc.cluster.local.";
+
 /// The cluster DNS as kubeadm installs CoreDNS.
 const COREDNS: &str = include_str!("../../scenarios/cluster/coredns.yaml");
 
@@ -251,7 +258,7 @@ impl Cluster {
                 .as_ref()
                 .and_then(|s| s.ready_replicas)
                 .unwrap_or(0);
-            if ready >= wanted {
+            if ready >= wanted && self.dns_answers_everywhere().await {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -262,6 +269,37 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether a query to kube-dns from every node's namespace is answered: the DNS
+    /// pods run and every node's kube-proxy forwards to them.
+    async fn dns_answers_everywhere(&self) -> bool {
+        let Ok(topology) = self.topology() else {
+            return false;
+        };
+        let nodes: Vec<String> = (1..=self.spec.nodes)
+            .filter_map(|i| topology.node_netns(i).map(str::to_owned))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            nodes.iter().all(|node| {
+                let Ok(ns) = netns::open(node) else {
+                    return false;
+                };
+                netns::run_in(&ns, || {
+                    Ok::<_, netns::Error>(
+                        coredns_lite::wire::answers_a(
+                            KUBE_DNS,
+                            DNS_PROBE_NAME,
+                            Duration::from_millis(500),
+                        )
+                        .unwrap_or(false),
+                    )
+                })
+                .unwrap_or(false)
+            })
+        })
+        .await
+        .unwrap_or(false)
     }
 
     async fn wait_for_nodes(&self) -> anyhow::Result<()> {
