@@ -503,10 +503,9 @@ impl ServiceAllocator {
         }
     }
 
-    /// Marks what a stored Service holds as allocated, to rebuild the allocators on start
+    /// Marks what a stored Service's spec holds as allocated, to rebuild the allocators
     /// (the repair loops' job upstream). Values outside the ranges are ignored.
-    pub fn restore(&mut self, svc: &Value) {
-        let spec = svc.get("spec").unwrap_or(&Value::Null);
+    pub fn restore_spec(&mut self, spec: &Value) {
         for ip in ipv4s(spec) {
             // Already held or foreign addresses are simply skipped.
             let _ = self.ips.allocate(ip);
@@ -1318,7 +1317,7 @@ mod tests {
         assert_eq!(to_external["spec"].get("clusterIP"), None);
         assert_eq!(alloc.ips().used(), 0, "cluster IP given back");
 
-        alloc.restore(&created);
+        alloc.restore_spec(&created["spec"]);
         assert_eq!((alloc.ips().used(), alloc.ports().used()), (1, 1));
         alloc.release(&created);
         assert_eq!((alloc.ips().used(), alloc.ports().used()), (0, 0));

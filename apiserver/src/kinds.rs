@@ -3,10 +3,12 @@
 //! NodePort allocation, graceful pod deletion, and the namespace lifecycle
 //! (Terminating, emptied, then removed).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use api::alloc::{IpAllocator, PortAllocator, ServiceAllocError, ServiceAllocator};
+
 use serde_json::{json, Value};
 
 use crate::error::{ApiError, Result};
@@ -202,9 +204,19 @@ pub fn check_namespace_open(txn: &Txn<'_>, res: &Resource, namespace: &str) -> R
     }
 }
 
+/// The specs of the stored Services, `(namespace, name)` → spec, as of the committed
+/// revision `revision`.
+pub struct ServiceSpecs {
+    revision: u64,
+    specs: BTreeMap<(String, String), Value>,
+}
+
 /// Allocates (and on update, keeps or frees) a Service's ClusterIPs and NodePorts.
 /// What is in use is read from the stored Services inside the same transaction, so
-/// allocation cannot drift from the store and a failed request holds nothing.
+/// allocation cannot drift from the store and a failed request holds nothing. The
+/// decoded specs are kept for the next transaction: they are reused only when nothing
+/// was committed in between (the store's revision is still the one they were read
+/// at), so a run of Service creates decodes the stored Services once.
 pub fn allocate(
     state: &AppState,
     txn: &Txn<'_>,
@@ -224,19 +236,44 @@ pub fn allocate(
         objects::namespace(obj).unwrap_or_default().to_string(),
         objects::name(obj).to_string(),
     );
-    for svc in txn.list(SERVICES_PREFIX)? {
-        if (
-            objects::namespace(&svc).unwrap_or_default(),
-            objects::name(&svc),
-        ) != (this.0.as_str(), this.1.as_str())
-        {
-            alloc.restore(&svc);
+    let committed = txn.revision() - 1;
+    let mut memo = state
+        .service_specs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let specs = match memo.take() {
+        Some(kept) if kept.revision == committed => kept.specs,
+        _ => txn
+            .list(SERVICES_PREFIX)?
+            .into_iter()
+            .map(|svc| {
+                let key = (
+                    objects::namespace(&svc).unwrap_or_default().to_string(),
+                    objects::name(&svc).to_string(),
+                );
+                (key, svc.get("spec").cloned().unwrap_or(Value::Null))
+            })
+            .collect(),
+    };
+    for (key, spec) in &specs {
+        if *key != this {
+            alloc.restore_spec(spec);
         }
     }
     let result = match old {
         None => alloc.allocate_create(obj),
         Some(old) => alloc.allocate_update(obj, old),
     };
+    if result.is_ok() {
+        let mut specs = specs;
+        specs.insert(this, obj.get("spec").cloned().unwrap_or(Value::Null));
+        // Valid once this transaction commits as its revision; if it does not, the
+        // next transaction's revision will not match and the specs are read again.
+        *memo = Some(ServiceSpecs {
+            revision: txn.revision(),
+            specs,
+        });
+    }
     result.map_err(|e| match e {
         ServiceAllocError::Invalid(errors) => ApiError::invalid(res, objects::name(obj), &errors),
         ServiceAllocError::Internal(text) => ApiError::internal(text),

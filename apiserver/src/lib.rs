@@ -75,6 +75,9 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// The underlay namespace, from which the apiserver dials kubelets.
     pub underlay_netns: Option<String>,
+    /// The stored Services' specs as of a committed revision, so a Service create
+    /// does not decode every stored Service again (see `kinds::allocate`).
+    pub service_specs: std::sync::Mutex<Option<kinds::ServiceSpecs>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -97,6 +100,7 @@ impl AppState {
             node_port_range: config.node_port_range.clone(),
             metrics: metrics::Metrics::default(),
             underlay_netns: config.underlay_netns.clone(),
+            service_specs: std::sync::Mutex::new(None),
         });
         let advertise =
             config
@@ -363,6 +367,46 @@ mod tests {
         assert_eq!(ep["subsets"][0]["ports"][0]["port"], 7443);
         let (_, _, svc) = get(&state, "/api/v1/namespaces/default/services/kubernetes").await;
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 7443);
+    }
+
+    /// The specs kept between Service creates are used only while nothing else was
+    /// committed: a deleted Service's port is free again, a held one stays taken.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn node_ports_follow_creates_and_deletes_across_kept_specs() {
+        let (_dir, state) = state().await;
+        let service = |name: &str| {
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name},
+                "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80, "nodePort": 30001}]},
+            })
+        };
+        let json = [("content-type", "application/json")];
+        let uri = "/api/v1/namespaces/default/services";
+        let create = |name: &'static str| call(&state, "POST", uri, Some(service(name)), &json);
+        assert_eq!(create("a").await.0, StatusCode::CREATED);
+        let (code, _, status) = create("b").await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("provided port is already allocated"));
+        let (code, _, _) = call(&state, "DELETE", &format!("{uri}/a"), None, &[]).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(create("b").await.0, StatusCode::CREATED);
+        let (code, _, _) = create("c").await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        let (_, _, b) = get(&state, &format!("{uri}/b")).await;
+        let (_, _, a_ip_list) = get(&state, uri).await;
+        let ips: Vec<&str> = a_ip_list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["spec"]["clusterIP"].as_str())
+            .collect();
+        let unique: std::collections::BTreeSet<&&str> = ips.iter().collect();
+        assert_eq!(ips.len(), unique.len(), "cluster IPs are unique: {ips:?}");
+        assert!(b["spec"]["clusterIP"].is_string());
     }
 
     #[tokio::test(flavor = "multi_thread")]
