@@ -397,8 +397,8 @@ mod tests {
         let (code, _, _) = create("c").await;
         assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
         let (_, _, b) = get(&state, &format!("{uri}/b")).await;
-        let (_, _, a_ip_list) = get(&state, uri).await;
-        let ips: Vec<&str> = a_ip_list["items"]
+        let (_, _, list) = get(&state, uri).await;
+        let ips: Vec<&str> = list["items"]
             .as_array()
             .into_iter()
             .flatten()
