@@ -435,9 +435,22 @@ impl Cluster {
 
     /// Leaves the cluster running after this process ends; [`down`] removes it.
     pub fn leave_running(mut self) -> anyhow::Result<()> {
-        let pids: Vec<u32> = self.components.iter().map(|c| c.child.id()).collect();
-        let state = serde_json::json!({"name": self.spec.name, "pids": pids});
-        fs::write(self.spec.data_dir.join(STATE_FILE), state.to_string())?;
+        let state = State {
+            name: self.spec.name.clone(),
+            nodes: self.spec.nodes,
+            components: self
+                .components
+                .iter()
+                .map(|c| Recorded {
+                    name: c.name.clone(),
+                    pid: c.child.id(),
+                })
+                .collect(),
+        };
+        fs::write(
+            self.spec.data_dir.join(STATE_FILE),
+            serde_json::to_string_pretty(&state)?,
+        )?;
         if let Some(topology) = self.topology.take() {
             topology.detach();
         }
@@ -460,6 +473,44 @@ impl Drop for Cluster {
         if let Err(err) = remove_cluster(&self.spec.name) {
             tracing::warn!(%err, cluster = %self.spec.name, "removing the cluster");
         }
+    }
+}
+
+/// What `cluster.json` records of a cluster left running.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    pub name: String,
+    pub nodes: usize,
+    pub components: Vec<Recorded>,
+}
+
+/// One component process of a cluster left running.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Recorded {
+    pub name: String,
+    pub pid: u32,
+}
+
+impl State {
+    /// The state recorded in `data_dir`, if a cluster was left running there.
+    pub fn read(data_dir: &Path) -> anyhow::Result<Option<State>> {
+        let path = data_dir.join(STATE_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+impl Recorded {
+    /// Whether the process still runs (and is still kubesim).
+    pub fn alive(&self) -> bool {
+        i32::try_from(self.pid)
+            .is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok() && is_kubesim(pid))
     }
 }
 
@@ -498,16 +549,13 @@ fn path(p: &Path) -> anyhow::Result<&str> {
 /// directory. A cluster that crashed (no state, or stale pids) is removed as well.
 pub fn down(name: &str, data_dir: &Path) -> anyhow::Result<()> {
     validate_cluster_name(name)?;
-    let state = data_dir.join(STATE_FILE);
-    if let Ok(text) = fs::read_to_string(&state) {
-        let state: serde_json::Value = serde_json::from_str(&text)?;
+    if let Some(state) = State::read(data_dir)? {
         // Only processes that still are kubesim's: a pid of a cluster that crashed long
         // ago may belong to something else by now.
-        let pids: Vec<Pid> = state["pids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_i64().and_then(|p| i32::try_from(p).ok()))
+        let pids: Vec<Pid> = state
+            .components
+            .iter()
+            .filter_map(|c| i32::try_from(c.pid).ok())
             .filter(|p| is_kubesim(*p))
             .map(Pid::from_raw)
             .collect();

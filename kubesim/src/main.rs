@@ -26,6 +26,30 @@ enum Command {
     Up(UpArgs),
     /// Stop a cluster and remove every process, namespace and file it made.
     Down(DownArgs),
+    /// List the clusters left running, and whether their components run.
+    Status {
+        /// Where clusters keep their state.
+        #[arg(long, default_value = "/var/lib/kubesim")]
+        root: PathBuf,
+    },
+    /// Print a component's log (apiserver, controller, kubelet-NODE, proxy-NODE,
+    /// flannel-NODE).
+    Logs {
+        component: String,
+        #[arg(long, default_value = "kubesim")]
+        name: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run a command in a host of the cluster: a node (node1, node2, …), the external
+    /// host (ext) or the underlay; for pods use `kubectl exec`.
+    Exec {
+        #[arg(long, default_value = "kubesim")]
+        name: String,
+        host: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<String>,
+    },
     /// Run the Kubernetes API server (HTTPS, bearer token, storage in sled).
     Apiserver(ApiserverArgs),
     /// Run the control loops: deployments, replicasets, endpoints, endpointslices,
@@ -232,6 +256,57 @@ fn data_dir_of(name: &str, given: Option<PathBuf>) -> PathBuf {
     given.unwrap_or_else(|| PathBuf::from("/var/lib/kubesim").join(name))
 }
 
+fn status(root: &std::path::Path) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if let Some(state) = kubesim::cluster::State::read(&entry.path())? {
+            let alive = state.components.iter().filter(|c| c.alive()).count();
+            rows.push((state, alive, entry.path()));
+        }
+    }
+    println!("{:<10} {:>5}  {:<12} DATA", "NAME", "NODES", "COMPONENTS");
+    for (state, alive, path) in rows {
+        let running = format!("{alive}/{} up", state.components.len());
+        println!(
+            "{:<10} {:>5}  {:<12} {}",
+            state.name,
+            state.nodes,
+            running,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn logs(data_dir: &std::path::Path, component: &str) -> anyhow::Result<()> {
+    let path = data_dir.join("logs").join(format!("{component}.log"));
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    print!("{text}");
+    Ok(())
+}
+
+/// Replaces the process with `argv`; returns only when that fails.
+fn exec(argv: &[String]) -> std::io::Error {
+    let args: Result<Vec<std::ffi::CString>, _> = argv
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_bytes()))
+        .collect();
+    let Ok(args) = args else {
+        return std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "argument contains a NUL byte",
+        );
+    };
+    let Some(program) = args.first() else {
+        return std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command");
+    };
+    match nix::unistd::execvp(program, &args) {
+        Ok(never) => match never {},
+        Err(errno) => errno.into(),
+    }
+}
+
 fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = data_dir_of(&args.name, args.data_dir);
     eprintln!(
@@ -406,6 +481,26 @@ fn main() -> ExitCode {
         }
         Command::Workload { argv } => kubelet::workload::main(argv),
         Command::Up(args) => report(up(args)),
+        Command::Status { root } => report(status(&root)),
+        Command::Logs {
+            component,
+            name,
+            data_dir,
+        } => report(logs(&data_dir_of(&name, data_dir), &component)),
+        Command::Exec { name, host, argv } => {
+            let netns = format!("{name}-{host}");
+            if let Err(err) = enter_netns(&netns) {
+                eprintln!("kubesim exec: no host {host:?} in cluster {name:?} ({netns}: {err})");
+                return ExitCode::FAILURE;
+            }
+            let err = exec(&argv);
+            eprintln!("kubesim exec: {}: {err}", argv.join(" "));
+            if err.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            }
+        }
         Command::Down(args) => {
             let data_dir = data_dir_of(&args.name, args.data_dir);
             report(kubesim::cluster::down(&args.name, &data_dir))
@@ -459,6 +554,7 @@ fn serve(command: Command) -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -474,7 +570,10 @@ fn serve(command: Command) -> anyhow::Result<()> {
             | Command::Nsenter(_)
             | Command::Workload { .. }
             | Command::Up(_)
-            | Command::Down(_) => {
+            | Command::Down(_)
+            | Command::Status { .. }
+            | Command::Logs { .. }
+            | Command::Exec { .. } => {
                 unreachable!("handled before the runtime starts")
             }
         }

@@ -16,4 +16,5 @@ mod pods;
 mod services;
 mod spdy;
 mod traffic;
+mod up;
 mod userspace;

@@ -1,0 +1,103 @@
+//! `kubesim up`, `status`, `exec`, `logs` and `down` as a user runs them: the cluster
+//! runs in the background after `up` returns, answers kubectl, and `down` leaves the
+//! host exactly as it was (links and firewall rules of the root namespace, the list
+//! of named namespaces).
+
+use std::process::{Command, Output};
+
+use crate::harness::kubectl_for;
+
+fn kubesim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .args(args)
+        .output()
+        .expect("run kubesim")
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What the host shows of itself: its links and its firewall rules.
+fn host() -> (String, String) {
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip link");
+    let rules = Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
+    let strip_counters = |s: String| {
+        s.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(" [").next().unwrap_or(l).to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    (text(&links), strip_counters(text(&rules)))
+}
+
+#[test]
+fn up_leaves_a_cluster_running_and_down_removes_it_all() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("upt");
+    let data = data.to_str().expect("utf-8");
+    let name = format!("u{}", std::process::id() % 100_000);
+    let before = host();
+
+    let up = kubesim(&["up", "--name", &name, "--nodes", "2", "--data-dir", data]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let export = text(&up);
+    let kubeconfig = export
+        .trim()
+        .strip_prefix("export KUBECONFIG=")
+        .unwrap_or_else(|| panic!("up printed {export:?}"))
+        .to_owned();
+
+    let nodes = Command::new(kubectl_for("1.33"))
+        .env("KUBECONFIG", &kubeconfig)
+        .args(["get", "nodes", "-o", "name"])
+        .output()
+        .expect("kubectl");
+    assert_eq!(text(&nodes).lines().count(), 2, "{}", text(&nodes));
+    let status = kubesim(&["status", "--root", root.path().to_str().expect("utf-8")]);
+    assert!(
+        text(&status).contains(&format!("{name} ")),
+        "{}",
+        text(&status)
+    );
+    assert!(text(&status).contains("8/8 up"), "{}", text(&status));
+    let routes = kubesim(&["exec", "--name", &name, "node1", "--", "ip", "route"]);
+    assert!(text(&routes).contains("dev flannel.1"), "{}", text(&routes));
+    let log = kubesim(&["logs", "--name", &name, "--data-dir", data, "apiserver"]);
+    assert!(text(&log).contains("apiserver listening"), "{}", text(&log));
+    let missing = kubesim(&["exec", "--name", &name, "node9", "--", "true"]);
+    assert!(!missing.status.success());
+
+    let down = kubesim(&["down", "--name", &name, "--data-dir", data]);
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .filter(|n| n.starts_with(&format!("{name}-")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    assert!(
+        !std::path::Path::new(data).exists(),
+        "the data directory is left"
+    );
+    let after = host();
+    assert_eq!(before.0, after.0, "the host's links changed");
+    assert_eq!(before.1, after.1, "the host's firewall rules changed");
+}
