@@ -2,3 +2,4 @@
 //! share.
 
 pub mod cluster;
+pub mod explain;

@@ -26,6 +26,11 @@ enum Command {
     Up(UpArgs),
     /// Stop a cluster and remove every process, namespace and file it made.
     Down(DownArgs),
+    /// Show the path a packet takes, with the live rules it meets on a node.
+    Explain {
+        #[command(subcommand)]
+        what: Explain,
+    },
     /// List the clusters left running, and whether their components run.
     Status {
         /// Where clusters keep their state.
@@ -224,6 +229,27 @@ struct NsenterArgs {
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
     argv: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Explain {
+    /// A Service: its endpoints, kube-proxy's rules for it on the node, and the VXLAN
+    /// route, neighbour and FDB entry to each endpoint on another node.
+    Service {
+        /// The Service's name.
+        service: String,
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The node to look from (default: the cluster's first node).
+        #[arg(long)]
+        node: Option<String>,
+        /// The cluster's name.
+        #[arg(long, default_value = "kubesim")]
+        name: String,
+        /// The kubeconfig (default: the cluster's, under /var/lib/kubesim/NAME).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -564,6 +590,29 @@ fn serve(command: Command) -> anyhow::Result<()> {
             Command::Kubelet(args) => run_kubelet(args).await,
             Command::Flannel(args) => run_flannel(args).await,
             Command::Proxy(args) => run_proxy(args).await,
+            Command::Explain {
+                what:
+                    Explain::Service {
+                        service,
+                        namespace,
+                        node,
+                        name,
+                        kubeconfig,
+                    },
+            } => {
+                let kubeconfig =
+                    kubeconfig.unwrap_or_else(|| data_dir_of(&name, None).join("kubeconfig"));
+                let node = node.unwrap_or_else(|| format!("{name}-node1"));
+                let text = kubesim::explain::service(
+                    client(&kubeconfig).await?,
+                    &namespace,
+                    &service,
+                    &node,
+                )
+                .await?;
+                print!("{text}");
+                Ok(())
+            }
             Command::Dns(args) => run_dns(args).await,
             Command::Cni
             | Command::Pause(_)

@@ -222,6 +222,7 @@ fn services_forward_in_iptables_mode() {
     let cluster = NetCluster::start(2);
     let app = deploy(&cluster);
     check_forwarding(&cluster, &app);
+    check_explain(&cluster, &app);
     let Deployed { ip, client_ip, .. } = &app;
 
     let api = cluster.ok(&[
@@ -259,6 +260,41 @@ fn services_forward_in_iptables_mode() {
     assert!(
         rules.contains("-m statistic --mode random --probability 0.33333333349"),
         "{rules}"
+    );
+}
+
+/// `kubesim explain service` tells the path from the live rules: the Service's
+/// KUBE-SERVICES rule, the endpoint choice, the DNATs, and for an endpoint on the other
+/// node the VXLAN route, neighbour and FDB entry.
+fn check_explain(cluster: &NetCluster, app: &Deployed) {
+    let node = cluster.node_name(1);
+    let kubeconfig = cluster.kubeconfig.to_str().expect("utf-8").to_owned();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .args([
+            "explain",
+            "service",
+            "web",
+            "--node",
+            &node,
+            "--kubeconfig",
+            &kubeconfig,
+        ])
+        .output()
+        .expect("kubesim explain");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("NodePort {}", app.ip)), "{text}");
+    assert!(text.contains("-j KUBE-SVC-"), "{text}");
+    // Three backends, for the TCP and the UDP port.
+    assert_eq!(text.matches("DNAT --to-destination").count(), 6, "{text}");
+    let remote = cluster.node_ip(2);
+    assert!(
+        text.contains(&format!("wrapped in UDP to {remote}:8472")),
+        "an endpoint on node 2 is reached over VXLAN: {text}"
     );
 }
 
