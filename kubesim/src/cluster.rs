@@ -76,6 +76,14 @@ impl Cluster {
     /// CIDR. On failure, whatever was started is stopped and removed.
     pub fn up(spec: Spec) -> anyhow::Result<Cluster> {
         validate_cluster_name(&spec.name)?;
+        if !nix::unistd::geteuid().is_root() {
+            bail!("kubesim up needs root: it creates network namespaces, links and firewall rules (run it with sudo)");
+        }
+        for (tool, package) in REQUIRED_TOOLS {
+            if !on_path(tool) {
+                bail!("{tool} is missing: install it with `apt-get install -y {package}` (or run scripts/install-deps)");
+            }
+        }
         if let Some(taken) = netns::list(&format!("{}-", spec.name))?.first() {
             bail!(
                 "cluster {} exists (namespace {taken}); remove it first with `kubesim down --name {}`",
@@ -512,6 +520,20 @@ impl Recorded {
         i32::try_from(self.pid)
             .is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok() && is_kubesim(pid))
     }
+}
+
+/// The tools the components run, and the Debian packages that bring them.
+const REQUIRED_TOOLS: [(&str, &str); 5] = [
+    ("ip", "iproute2"),
+    ("iptables-restore", "iptables"),
+    ("iptables-save", "iptables"),
+    ("nft", "nftables"),
+    ("conntrack", "conntrack"),
+];
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 fn is_ready(node: &Node) -> bool {

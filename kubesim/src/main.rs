@@ -278,6 +278,9 @@ struct DownArgs {
     data_dir: Option<PathBuf>,
 }
 
+/// The file in a cluster's data directory that names the kubeconfig `up` merged into.
+const MERGED_INTO: &str = "kubeconfig-merged-into";
+
 fn data_dir_of(name: &str, given: Option<PathBuf>) -> PathBuf {
     given.unwrap_or_else(|| PathBuf::from("/var/lib/kubesim").join(name))
 }
@@ -285,6 +288,9 @@ fn data_dir_of(name: &str, given: Option<PathBuf>) -> PathBuf {
 fn status(root: &std::path::Path) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if !entry.path().is_dir() {
+            continue;
+        }
         if let Some(state) = kubesim::cluster::State::read(&entry.path())? {
             let alive = state.components.iter().filter(|c| c.alive()).count();
             rows.push((state, alive, entry.path()));
@@ -355,6 +361,17 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         args.name,
         started.elapsed().as_secs_f64()
     );
+    if let Some(user) = kubesim::kubeconfig::user_file() {
+        kubesim::kubeconfig::merge(&user, &kubeconfig, &args.name)?;
+        // `down` takes the context out of this file, whatever KUBECONFIG says then.
+        let record = kubeconfig.with_file_name(MERGED_INTO);
+        std::fs::write(record, user.as_os_str().as_encoded_bytes())?;
+        eprintln!(
+            "kubectl's context is now {:?} (in {}).",
+            kubesim::kubeconfig::context(&args.name),
+            user.display()
+        );
+    }
     println!("export KUBECONFIG={}", kubeconfig.display());
     eprintln!(
         "Use it with kubectl after the line above; remove it with: kubesim down --name {}",
@@ -529,7 +546,15 @@ fn main() -> ExitCode {
         }
         Command::Down(args) => {
             let data_dir = data_dir_of(&args.name, args.data_dir);
-            report(kubesim::cluster::down(&args.name, &data_dir))
+            let user = std::fs::read_to_string(data_dir.join(MERGED_INTO))
+                .ok()
+                .map(PathBuf::from);
+            report(
+                kubesim::cluster::down(&args.name, &data_dir).and_then(|()| match user {
+                    Some(user) => kubesim::kubeconfig::remove(&user, &args.name),
+                    None => Ok(()),
+                }),
+            )
         }
         server => {
             let netns = match &server {

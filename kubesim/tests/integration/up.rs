@@ -7,9 +7,10 @@ use std::process::{Command, Output};
 
 use crate::harness::kubectl_for;
 
-fn kubesim(args: &[&str]) -> Output {
+fn kubesim(user_config: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kubesim"))
         .args(args)
+        .env("KUBECONFIG", user_config)
         .output()
         .expect("run kubesim")
 }
@@ -37,15 +38,27 @@ fn host() -> (String, String) {
     (text(&links), strip_counters(text(&rules)))
 }
 
+/// Runs `kubesim down` when dropped, so a failed test leaves no cluster running.
+struct Down<'a>(&'a dyn Fn(&[&str]) -> Output, String, String);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        (self.0)(&["down", "--name", &self.1, "--data-dir", &self.2]);
+    }
+}
+
 #[test]
 fn up_leaves_a_cluster_running_and_down_removes_it_all() {
     let root = tempfile::tempdir().expect("temp dir");
     let data = root.path().join("upt");
     let data = data.to_str().expect("utf-8");
     let name = format!("u{}", std::process::id() % 100_000);
+    let user_config = root.path().join("user.kubeconfig");
+    let kubesim = |args: &[&str]| kubesim(&user_config, args);
     let before = host();
 
     let up = kubesim(&["up", "--name", &name, "--nodes", "2", "--data-dir", data]);
+    let _down = Down(&kubesim, name.clone(), data.to_owned());
     assert!(
         up.status.success(),
         "{}",
@@ -64,6 +77,13 @@ fn up_leaves_a_cluster_running_and_down_removes_it_all() {
         .output()
         .expect("kubectl");
     assert_eq!(text(&nodes).lines().count(), 2, "{}", text(&nodes));
+    // Merged into the user's kubeconfig as kind does, and current there.
+    let context = Command::new(kubectl_for("1.33"))
+        .env("KUBECONFIG", &user_config)
+        .args(["config", "current-context"])
+        .output()
+        .expect("kubectl config");
+    assert_eq!(text(&context).trim(), format!("kubesim-{name}"));
     let status = kubesim(&["status", "--root", root.path().to_str().expect("utf-8")]);
     assert!(
         text(&status).contains(&format!("{name} ")),
