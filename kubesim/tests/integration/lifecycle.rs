@@ -26,6 +26,7 @@ spec:
     command: ["sh", "-c", "echo started; exec sleep 1000"]
     livenessProbe:
       exec: {command: ["false"]}
+      initialDelaySeconds: 1
       periodSeconds: 1
       failureThreshold: 1
 ---
