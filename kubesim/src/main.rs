@@ -55,6 +55,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         argv: Vec<String>,
     },
+    /// Run scenarios: the labs, each on a fresh cluster, step by step with a report.
+    #[command(subcommand)]
+    Scenario(kubesim::scenario::Command),
     /// Run the Kubernetes API server (HTTPS, bearer token, storage in sled).
     Apiserver(ApiserverArgs),
     /// Run the control loops: deployments, replicasets, endpoints, endpointslices,
@@ -524,6 +527,7 @@ fn main() -> ExitCode {
         }
         Command::Workload { argv } => kubelet::workload::main(argv),
         Command::Up(args) => report(up(args)),
+        Command::Scenario(command) => kubesim::scenario::main(command),
         Command::Status { root } => report(status(&root)),
         Command::Logs {
             component,
@@ -644,6 +648,7 @@ fn serve(command: Command) -> anyhow::Result<()> {
             | Command::Nsenter(_)
             | Command::Workload { .. }
             | Command::Up(_)
+            | Command::Scenario(_)
             | Command::Down(_)
             | Command::Status { .. }
             | Command::Logs { .. }

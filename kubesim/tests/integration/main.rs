@@ -8,6 +8,7 @@ mod dns;
 mod durability;
 mod harness;
 mod kubectl;
+mod labs;
 mod lifecycle;
 mod netcluster;
 mod nftables;
