@@ -1,7 +1,7 @@
 //! `kubesim up`, `status`, `exec`, `logs` and `down` as a user runs them: the cluster
-//! runs in the background after `up` returns, answers kubectl, and `down` leaves the
-//! host exactly as it was (links and firewall rules of the root namespace, the list
-//! of named namespaces).
+//! runs in the background after `up` returns, answers kubectl, and `down` — even after
+//! the control plane was killed with SIGKILL — leaves the host exactly as it was
+//! (links and firewall rules of the root namespace, the list of named namespaces).
 
 use std::process::{Command, Output};
 
@@ -98,6 +98,23 @@ fn up_leaves_a_cluster_running_and_down_removes_it_all() {
     let missing = kubesim(&["exec", "--name", &name, "node9", "--", "true"]);
     assert!(!missing.status.success());
 
+    // The control plane crashes (kill -9); down still removes everything.
+    let state = std::fs::read_to_string(std::path::Path::new(data).join("cluster.json"))
+        .expect("cluster.json");
+    let state: serde_json::Value = serde_json::from_str(&state).expect("json");
+    for component in state["components"].as_array().into_iter().flatten() {
+        if matches!(component["name"].as_str(), Some("apiserver" | "controller")) {
+            let pid = component["pid"]
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .expect("pid");
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .expect("kill -9");
+        }
+    }
     let down = kubesim(&["down", "--name", &name, "--data-dir", data]);
     assert!(
         down.status.success(),
