@@ -131,14 +131,22 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
+    // Written beside and renamed into place, so a reader that sees the file sees all
+    // of it (clients start as soon as the kubeconfig appears).
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let staging = path.with_file_name(format!(".{}.new", name.to_string_lossy()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .open(&staging)
+        .with_context(|| format!("writing {}", staging.display()))?;
     file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&staging, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
