@@ -561,6 +561,33 @@ fn is_kubesim(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// The kubesim component processes (not this process) one of whose arguments
+/// contains one of `needles`.
+fn components_naming(needles: &[&str]) -> Vec<Pid> {
+    let own = std::process::id();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != own) && is_kubesim(*pid))
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            // `kubesim up` and `down` themselves name the data directory too.
+            let command = args.get(1).copied().unwrap_or_default();
+            command != b"up"
+                && command != b"down"
+                && args.iter().any(|a| {
+                    let arg = String::from_utf8_lossy(a);
+                    needles.iter().any(|n| arg.contains(n))
+                })
+        })
+        .map(Pid::from_raw)
+        .collect()
+}
+
 fn path(p: &Path) -> anyhow::Result<&str> {
     p.to_str()
         .with_context(|| format!("{} is not UTF-8", p.display()))
@@ -571,26 +598,33 @@ fn path(p: &Path) -> anyhow::Result<&str> {
 /// directory. A cluster that crashed (no state, or stale pids) is removed as well.
 pub fn down(name: &str, data_dir: &Path) -> anyhow::Result<()> {
     validate_cluster_name(name)?;
-    if let Some(state) = State::read(data_dir)? {
-        // Only processes that still are kubesim's: a pid of a cluster that crashed long
-        // ago may belong to something else by now.
-        let pids: Vec<Pid> = state
-            .components
-            .iter()
-            .filter_map(|c| i32::try_from(c.pid).ok())
-            .filter(|p| is_kubesim(*p))
-            .map(Pid::from_raw)
-            .collect();
-        for pid in &pids {
-            let _ = kill(*pid, Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pids.iter().any(|p| kill(*p, None).is_ok()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        for pid in &pids {
-            let _ = kill(*pid, Signal::SIGKILL);
-        }
+    // Only processes that still are kubesim's: a pid of a cluster that crashed long
+    // ago may belong to something else by now.
+    let mut pids: Vec<Pid> = State::read(data_dir)?
+        .map(|state| state.components)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| i32::try_from(c.pid).ok())
+        .filter(|p| is_kubesim(*p))
+        .map(Pid::from_raw)
+        .collect();
+    // Components of a start that failed before it recorded them: their command lines
+    // name the cluster's underlay namespace or data directory.
+    pids.extend(components_naming(&[
+        &format!("{name}-underlay"),
+        path(data_dir)?,
+    ]));
+    pids.sort();
+    pids.dedup();
+    for pid in &pids {
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| kill(*p, None).is_ok()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for pid in &pids {
+        let _ = kill(*pid, Signal::SIGKILL);
     }
     let removed = remove_cluster(name)?;
     if data_dir.exists() {

@@ -138,3 +138,43 @@ fn up_leaves_a_cluster_running_and_down_removes_it_all() {
     assert_eq!(before.0, after.0, "the host's links changed");
     assert_eq!(before.1, after.1, "the host's firewall rules changed");
 }
+
+/// A start that failed before it recorded its processes: `down` still finds them by the
+/// data directory their command lines name, and stops them.
+#[test]
+fn down_stops_components_no_state_records() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("crashed");
+    let data = data.to_str().expect("utf-8").to_owned();
+    let kubeconfig = format!("{data}/kubeconfig");
+    let mut apiserver = Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .args(["apiserver", "--https-listen-port", "0", "--data-dir"])
+        .arg(format!("{data}/server"))
+        .args(["--write-kubeconfig", &kubeconfig])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start an apiserver");
+    let pid = apiserver.id();
+    let started = crate::harness::eventually(30, || {
+        std::path::Path::new(&kubeconfig).exists().then_some(())
+    });
+    assert!(started.is_some(), "the apiserver did not start");
+    let name = format!("c{}", std::process::id() % 100_000);
+    let down = Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .args(["down", "--name", &name, "--data-dir", &data])
+        .env("KUBECONFIG", root.path().join("user.kubeconfig"))
+        .output()
+        .expect("kubesim down");
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let stopped = crate::harness::eventually(10, || apiserver.try_wait().ok().flatten());
+    if stopped.is_none() {
+        let _ = apiserver.kill();
+        let _ = apiserver.wait();
+        panic!("down left the apiserver (pid {pid}) running");
+    }
+    assert!(!std::path::Path::new(&data).exists());
+}
