@@ -483,7 +483,7 @@ pub fn running_status(
     }
 }
 
-fn new_container_id() -> String {
+pub(crate) fn new_container_id() -> String {
     let hex: String = (0..4)
         .map(|_| format!("{:016x}", rand::random::<u64>()))
         .collect();
@@ -745,8 +745,15 @@ async fn stop(client: Client, pod: Pod, writes: Arc<Semaphore>) {
     let Ok(_permit) = writes.acquire_owned().await else {
         return;
     };
-    let (namespace, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-    let api: Api<Pod> = Api::namespaced(client, &namespace);
+    delete_stopped(client, &pod).await;
+    tracing::debug!(pod = %pod.name_any(), "stopped");
+}
+
+/// Finishes a graceful deletion once the pod's processes are gone: the kubelet deletes
+/// the object with a grace period of 0 (only this incarnation of it: uid precondition).
+pub(crate) async fn delete_stopped(client: Client, pod: &Pod) {
+    let api: Api<Pod> = Api::namespaced(client, &pod.namespace().unwrap_or_default());
+    let name = pod.name_any();
     let params = DeleteParams {
         grace_period_seconds: Some(0),
         preconditions: Some(Preconditions {
@@ -762,7 +769,6 @@ async fn stop(client: Client, pod: Pod, writes: Arc<Semaphore>) {
         }
     })
     .await;
-    tracing::debug!(pod = %name, "stopped");
 }
 
 /// Creates the Node (or keeps the one there) and reports its status; retries while the

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -32,7 +32,7 @@ use super::probe::{self, Kind, Timing};
 use super::server::PodEntry;
 use super::Context;
 use crate::sandbox;
-use crate::simulated::{now, persist, resolve_image};
+use crate::simulated::{delete_stopped, new_container_id, now, persist, resolve_image};
 use crate::workload::{self, Invocation};
 
 const FIELD_MANAGER: &str = "kubelet";
@@ -114,6 +114,25 @@ impl Slot {
             restart_at: None,
             backoff: BACKOFF_START,
             env: Vec::new(),
+        }
+    }
+
+    /// Records that the current instance exited with `code`, and returns its
+    /// terminated state.
+    fn finish(&mut self, code: i32) -> ContainerStateTerminated {
+        let started_at = match &self.state {
+            State::Running { started_at } => Some(started_at.clone()),
+            _ => None,
+        };
+        self.pgid = None;
+        self.ready = false;
+        ContainerStateTerminated {
+            exit_code: code,
+            reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+            started_at,
+            finished_at: Some(now()),
+            container_id: Some(self.id.clone()),
+            ..Default::default()
         }
     }
 
@@ -509,20 +528,7 @@ impl Runner {
                 for probe in slot.probes.drain(..) {
                     probe.abort();
                 }
-                let started_at = match &slot.state {
-                    State::Running { started_at } => Some(started_at.clone()),
-                    _ => None,
-                };
-                let terminated = ContainerStateTerminated {
-                    exit_code: code,
-                    reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                    started_at,
-                    finished_at: Some(now()),
-                    container_id: Some(slot.id.clone()),
-                    ..Default::default()
-                };
-                slot.pgid = None;
-                slot.ready = false;
+                let terminated = slot.finish(code);
                 let restart = match policy.as_str() {
                     "Never" => false,
                     "OnFailure" => code != 0,
@@ -641,15 +647,7 @@ impl Runner {
                     {
                         let slot = &mut self.slots[index];
                         if slot.generation == generation {
-                            slot.pgid = None;
-                            slot.ready = false;
-                            slot.state = State::Terminated(ContainerStateTerminated {
-                                exit_code: code,
-                                reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                                finished_at: Some(now()),
-                                container_id: Some(slot.id.clone()),
-                                ..Default::default()
-                            });
+                            slot.state = State::Terminated(slot.finish(code));
                         }
                     }
                 }
@@ -984,7 +982,6 @@ impl Runner {
             start_time: self.started_at.clone().or_else(|| Some(now())),
             container_statuses: Some(containers),
             init_container_statuses: (!init.is_empty()).then_some(init),
-            qos_class: Some(qos_class(&self.pod).into()),
             message: self
                 .sandbox_error
                 .clone()
@@ -1082,51 +1079,12 @@ fn set(env: &mut Vec<(String, String)>, name: String, value: String) {
     env.push((name, value));
 }
 
-fn qos_class(pod: &Pod) -> &'static str {
-    let containers = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default();
-    let resources: Vec<_> = containers
-        .iter()
-        .map(|c| c.resources.clone().unwrap_or_default())
-        .collect();
-    let any = resources.iter().any(|r| {
-        r.requests.as_ref().is_some_and(|m| !m.is_empty())
-            || r.limits.as_ref().is_some_and(|m| !m.is_empty())
-    });
-    if !any {
-        return "BestEffort";
-    }
-    let guaranteed = resources.iter().all(|r| {
-        let limits = r.limits.clone().unwrap_or_default();
-        ["cpu", "memory"].iter().all(|k| {
-            let limit = limits.get(*k);
-            let request = r.requests.as_ref().and_then(|m| m.get(*k)).or(limit);
-            limit.is_some() && limit == request
-        })
-    });
-    if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
-    }
-}
-
 pub(super) fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(255)
-}
-
-fn new_container_id() -> String {
-    let hex: String = (0..4)
-        .map(|_| format!("{:016x}", rand::random::<u64>()))
-        .collect();
-    format!("kubesim://{hex}")
 }
 
 /// `<pod dir>/<container>/<restart count>.log`, as the kubelet lays out pod logs.
@@ -1405,24 +1363,8 @@ async fn cni(
 /// Finishes a graceful deletion: the pod's processes are gone, so the kubelet deletes
 /// the object with a grace period of 0.
 async fn finish_deletion(context: &Context, pod: &Pod) {
-    let api: Api<Pod> =
-        Api::namespaced(context.client.clone(), &pod.namespace().unwrap_or_default());
+    delete_stopped(context.client.clone(), pod).await;
     let name = pod.name_any();
-    let params = DeleteParams {
-        grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions {
-            uid: pod.uid(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    persist("pod deletion", || async {
-        match api.delete(&name, &params).await {
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            other => other.map(|_| ()),
-        }
-    })
-    .await;
     let dir = context
         .opts
         .data_dir
