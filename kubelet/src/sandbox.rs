@@ -282,6 +282,12 @@ pub fn nsenter(target: Pid, workdir: Option<&Path>, argv: &[String]) -> io::Erro
     if let Err(err) = enter() {
         return err;
     }
+    exec(argv)
+}
+
+/// Replaces the process with `argv` (looked up on `PATH`); returns only when that
+/// fails.
+pub fn exec(argv: &[String]) -> io::Error {
     let Some(program) = argv.first() else {
         return io::Error::new(io::ErrorKind::InvalidInput, "no command to run");
     };

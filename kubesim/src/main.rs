@@ -321,27 +321,6 @@ fn logs(data_dir: &std::path::Path, component: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Replaces the process with `argv`; returns only when that fails.
-fn exec(argv: &[String]) -> std::io::Error {
-    let args: Result<Vec<std::ffi::CString>, _> = argv
-        .iter()
-        .map(|a| std::ffi::CString::new(a.as_bytes()))
-        .collect();
-    let Ok(args) = args else {
-        return std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "argument contains a NUL byte",
-        );
-    };
-    let Some(program) = args.first() else {
-        return std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command");
-    };
-    match nix::unistd::execvp(program, &args) {
-        Ok(never) => match never {},
-        Err(errno) => errno.into(),
-    }
-}
-
 fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = data_dir_of(&args.name, args.data_dir);
     eprintln!(
@@ -540,7 +519,7 @@ fn main() -> ExitCode {
                 eprintln!("kubesim exec: no host {host:?} in cluster {name:?} ({netns}: {err})");
                 return ExitCode::FAILURE;
             }
-            let err = exec(&argv);
+            let err = kubelet::sandbox::exec(&argv);
             eprintln!("kubesim exec: {}: {err}", argv.join(" "));
             if err.kind() == std::io::ErrorKind::NotFound {
                 127
@@ -598,7 +577,7 @@ fn report(result: anyhow::Result<()>) -> i32 {
 
 /// Moves the (still single-threaded) process into the named network namespace.
 fn enter_netns(name: &str) -> std::io::Result<()> {
-    let file = std::fs::File::open(std::path::Path::new("/run/netns").join(name))?;
+    let file = std::fs::File::open(netns::path(name))?;
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)?;
     Ok(())
 }
