@@ -65,6 +65,7 @@ fn state(services: usize) -> State {
                 external_policy_local: false,
                 internal_policy_local: false,
                 health_check_node_port: None,
+                source_ranges: Vec::new(),
             };
             let endpoints = (1..=ENDPOINTS)
                 .map(|e| Endpoint {
@@ -86,6 +87,7 @@ fn config() -> Config {
         node: "bench".into(),
         cluster_cidr: Some("10.244.0.0/16".into()),
         masquerade_all: false,
+        node_ip: None,
     }
 }
 

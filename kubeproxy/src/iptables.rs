@@ -188,6 +188,9 @@ pub struct Config {
     pub cluster_cidr: Option<String>,
     /// Masquerade all traffic to cluster IPs (`--masquerade-all`).
     pub masquerade_all: bool,
+    /// The node's IP: a source range that contains it also admits the node's own
+    /// traffic to a load-balancer IP, which leaves with that IP as its source.
+    pub node_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// The rules of one sync: the top-level chains of both tables in full, and the
@@ -382,13 +385,30 @@ fn service_rules(
             ));
         }
     }
+    let firewall_chain = service_chain("KUBE-FW-", &port.name, port.protocol);
+    let uses_firewall =
+        has_endpoints && !port.load_balancer_ips.is_empty() && !port.source_ranges.is_empty();
+    let load_balancer_target = if uses_firewall {
+        &firewall_chain
+    } else {
+        &external_target
+    };
     for ip in &port.load_balancer_ips {
         if has_endpoints {
             nat.push((
                 KUBE_SERVICES,
                 format!(
-                    "{} {matches} -d {ip} --dport {dport} -j {external_target}",
+                    "{} {matches} -d {ip} --dport {dport} -j {load_balancer_target}",
                     comment(&format!("{name} loadbalancer IP"))
+                ),
+            ));
+        }
+        if uses_firewall {
+            filter.push((
+                KUBE_PROXY_FIREWALL,
+                format!(
+                    "{} {matches} -d {ip} --dport {dport} -j DROP",
+                    comment(&format!("{name} traffic not accepted by {firewall_chain}"))
                 ),
             ));
         }
@@ -468,6 +488,31 @@ fn service_rules(
             push(format!("-j {external_policy}"));
         }
         chains.insert(external_chain.clone(), ext);
+    }
+    if uses_firewall {
+        let tag = comment(&format!("{name} loadbalancer IP"));
+        let mut fw: Vec<String> = port
+            .source_ranges
+            .iter()
+            .map(|cidr| format!("-A {firewall_chain} {tag} -s {cidr} -j {external_chain}"))
+            .collect();
+        let allow_from_node = config
+            .node_ip
+            .is_some_and(|node| port.source_ranges.iter().any(|c| c.contains(node)));
+        if allow_from_node {
+            fw.extend(
+                port.load_balancer_ips
+                    .iter()
+                    .map(|ip| format!("-A {firewall_chain} {tag} -s {ip} -j {external_chain}")),
+            );
+        }
+        fw.push(format!(
+            "-A {firewall_chain} {}",
+            comment(&format!(
+                "other traffic to {name} will be dropped by {KUBE_PROXY_FIREWALL}"
+            ))
+        ));
+        chains.insert(firewall_chain, fw);
     }
     if !categorized.cluster.is_empty() && port.uses_cluster_endpoints() {
         let mut svc = Vec::new();

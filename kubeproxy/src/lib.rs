@@ -4,8 +4,9 @@
 //! the iptables tools; `nftables` is the nftables proxier (its planner, and `nft`
 //! transactions); `userspace` is the old userspace proxier (a proxy socket per service
 //! port, iptables redirecting to it); `proxier` is the sync loop; `server` the health
-//! and metrics endpoints.
+//! and metrics endpoints; `healthcheck` the per-Service health check node ports.
 
+pub mod healthcheck;
 pub mod iptables;
 pub mod kernel;
 pub mod model;
@@ -14,11 +15,12 @@ pub mod proxier;
 pub mod server;
 pub mod userspace;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Client;
+use k8s_openapi::api::core::v1::Node;
+use kube::{Api, Client};
 
 /// The proxy modes kube-proxy offers that kubesim runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,29 @@ pub fn ipvs_unavailable() -> Option<String> {
             "IPVS proxier will not be used because the kernel lacks IPVS support (/proc/net/ip_vs: {e})"
         )),
     }
+}
+
+/// The node's IP as kube-proxy finds it without `--bind-address`: the first
+/// InternalIP of its Node object, waiting a while for the kubelet to register it.
+pub async fn node_ip(client: &Client, node: &str) -> Option<Ipv4Addr> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for _ in 0..50 {
+        if let Ok(Some(found)) = nodes.get_opt(node).await {
+            return found
+                .status
+                .and_then(|s| s.addresses)
+                .into_iter()
+                .flatten()
+                .filter(|a| a.type_ == "InternalIP")
+                .find_map(|a| a.address.parse().ok());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::warn!(
+        node,
+        "Can't determine this node's IP: the Node object was not found"
+    );
+    None
 }
 
 /// Runs the proxy until it fails.

@@ -77,6 +77,9 @@ pub struct ServicePort {
     pub external_policy_local: bool,
     pub internal_policy_local: bool,
     pub health_check_node_port: Option<u16>,
+    /// `loadBalancerSourceRanges`: the only sources allowed to the load-balancer IPs
+    /// (all when empty).
+    pub source_ranges: Vec<Cidr>,
 }
 
 impl ServicePort {
@@ -96,6 +99,49 @@ impl ServicePort {
 
     pub fn uses_local_endpoints(&self) -> bool {
         self.internal_policy_local || (self.external_policy_local && self.externally_accessible())
+    }
+}
+
+/// An IPv4 network, `192.168.1.0/24`, as a source range is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cidr {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.network) & mask
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let (ip, prefix) = text.split_once('/').unwrap_or((text, "32"));
+        let network: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{text}: not an IPv4 CIDR"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{text}: not an IPv4 CIDR"))?;
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        Ok(Cidr {
+            network: Ipv4Addr::from(u32::from(network) & mask),
+            prefix,
+        })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
     }
 }
 
@@ -188,6 +234,12 @@ pub fn build(services: &[Service], slices: &[EndpointSlice]) -> State {
                 .and_then(|c| c.timeout_seconds)
                 .unwrap_or(10_800)
         });
+        let source_ranges: Vec<Cidr> = spec
+            .load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .filter_map(|text| text.trim().parse().ok())
+            .collect();
         let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
         let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
         let own_slices = by_service
@@ -225,6 +277,7 @@ pub fn build(services: &[Service], slices: &[EndpointSlice]) -> State {
                     .health_check_node_port
                     .and_then(|p| u16::try_from(p).ok())
                     .filter(|p| *p != 0 && external_local),
+                source_ranges: source_ranges.clone(),
             };
             let endpoints = endpoints_for(own_slices, &port_name, protocol);
             state.insert(key, (info, endpoints));

@@ -82,6 +82,9 @@ pub struct Config {
     pub node_port_addresses: Vec<Ipv4Addr>,
     /// The service CIDRs: traffic to an unallocated cluster IP in them is dropped.
     pub service_cidrs: Vec<String>,
+    /// The node's IP: a source range that contains it also admits the node's own
+    /// traffic to a load-balancer IP.
+    pub node_ip: Option<Ipv4Addr>,
 }
 
 impl From<iptables::Config> for Config {
@@ -90,6 +93,7 @@ impl From<iptables::Config> for Config {
             node: config.node,
             cluster_cidr: config.cluster_cidr,
             masquerade_all: config.masquerade_all,
+            node_ip: config.node_ip,
             node_port_addresses: Vec::new(),
             service_cidrs: Vec::new(),
         }
@@ -369,6 +373,7 @@ fn service(port: &ServicePort, endpoints: &[Endpoint], config: &Config) -> Servi
     let cluster_chain = format!("service-{base}");
     let local_chain = format!("local-{base}");
     let external_chain = format!("external-{base}");
+    let firewall_chain = format!("firewall-{base}");
     let categorized = categorize(port, endpoints, &config.node);
     let endpoint_base = |e: &Endpoint| endpoint_chain_base(&port.name, port.protocol, e);
 
@@ -445,6 +450,21 @@ fn service(port: &ServicePort, endpoints: &[Endpoint], config: &Config) -> Servi
             ));
         }
     }
+    let uses_firewall = !port.load_balancer_ips.is_empty() && !port.source_ranges.is_empty();
+    if uses_firewall {
+        objects.ensure_chain(&firewall_chain);
+        let mut sources: Vec<String> = port.source_ranges.iter().map(|c| c.to_string()).collect();
+        if config
+            .node_ip
+            .is_some_and(|node| port.source_ranges.iter().any(|c| c.contains(node)))
+        {
+            sources.extend(port.load_balancer_ips.iter().map(|ip| ip.to_string()));
+        }
+        objects.rule(
+            &firewall_chain,
+            format!("ip saddr != {{ {} }} drop", sources.join(", ")),
+        );
+    }
     for ip in &port.load_balancer_ips {
         if has_endpoints {
             objects.elements.push(Element::new(
@@ -452,6 +472,14 @@ fn service(port: &ServicePort, endpoints: &[Endpoint], config: &Config) -> Servi
                 ip_key(*ip),
                 goto(&external_chain),
             ));
+        }
+        if uses_firewall {
+            objects.elements.push(Element {
+                container: FIREWALL_IPS,
+                key: ip_key(*ip),
+                comment: Some(name.clone()),
+                value: goto(&firewall_chain),
+            });
         }
     }
     if !has_external {

@@ -15,6 +15,7 @@ use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
+use crate::healthcheck;
 use crate::iptables::{self, Config, Selection};
 use crate::kernel;
 use crate::model::{self, Endpoint, Protocol, ServicePort, State};
@@ -82,6 +83,7 @@ pub async fn run(
         message: e.to_string(),
     })?;
 
+    let mut health = healthcheck::Servers::new(status.clone());
     let mut last_sync: Option<Instant> = None;
     loop {
         if let Some(last) = last_sync {
@@ -107,6 +109,7 @@ pub async fn run(
         match proxier.sync(&state).await {
             Ok(kind) => {
                 status.synced(started.elapsed(), kind);
+                health.sync(&state, &options.config.node).await;
                 tracing::info!(services = state.len(), ?kind, elapsed = ?started.elapsed(), "synced proxy rules");
             }
             Err(err) => {

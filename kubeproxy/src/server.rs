@@ -77,7 +77,7 @@ impl Status {
     }
 
     /// Healthy once synced, and no change has waited longer than the timeout.
-    fn healthy(&self, now: SystemTime) -> bool {
+    pub(crate) fn healthy(&self, now: SystemTime) -> bool {
         let inner = self.lock();
         let overdue = inner.pending_since.is_some_and(|since| {
             now.duration_since(since).unwrap_or_default() > self.health_timeout

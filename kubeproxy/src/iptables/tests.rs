@@ -24,6 +24,7 @@ fn service(ns: &str, svc: &str, port: &str, ip: &str, number: u16) -> ServicePor
         external_policy_local: false,
         internal_policy_local: false,
         health_check_node_port: None,
+        source_ranges: Vec::new(),
     }
 }
 
@@ -43,6 +44,7 @@ fn config() -> Config {
         node: "node1".into(),
         cluster_cidr: Some("10.0.0.0/8".into()),
         masquerade_all: false,
+        node_ip: None,
     }
 }
 
@@ -306,4 +308,46 @@ fn internal_traffic_policy_local_drops_without_a_local_endpoint() {
         &config(),
     );
     assert!(local.nat[KUBE_SERVICES][0].ends_with("-j KUBE-SVL-XPGD46QRK7WJZT7O"));
+}
+
+/// svc5 of upstream's `TestOverallIPTablesRules`: a load-balancer IP with a source
+/// range goes through its KUBE-FW chain, and what the chain lets through nothing else
+/// catches is dropped in KUBE-PROXY-FIREWALL.
+#[test]
+fn load_balancer_source_ranges_go_through_a_firewall_chain() {
+    let mut svc = service("ns5", "svc5", "p80", "172.30.0.45", 80);
+    svc.node_port = Some(3002);
+    svc.load_balancer_ips = vec!["5.6.7.8".parse().expect("ip")];
+    svc.source_ranges = vec!["203.0.113.0/25".parse().expect("cidr")];
+    let rules = plan(
+        &state(vec![(
+            svc.clone(),
+            vec![endpoint("10.180.0.3", 80, "node2")],
+        )]),
+        &config(),
+    );
+    assert!(rules.nat[KUBE_SERVICES].contains(&"-A KUBE-SERVICES -m comment --comment \"ns5/svc5:p80 loadbalancer IP\" -m tcp -p tcp -d 5.6.7.8 --dport 80 -j KUBE-FW-NUKIZ6OKUXPJNT4C".to_owned()));
+    assert_eq!(
+        rules.services["KUBE-FW-NUKIZ6OKUXPJNT4C"],
+        [
+            "-A KUBE-FW-NUKIZ6OKUXPJNT4C -m comment --comment \"ns5/svc5:p80 loadbalancer IP\" -s 203.0.113.0/25 -j KUBE-EXT-NUKIZ6OKUXPJNT4C",
+            "-A KUBE-FW-NUKIZ6OKUXPJNT4C -m comment --comment \"other traffic to ns5/svc5:p80 will be dropped by KUBE-PROXY-FIREWALL\"",
+        ]
+    );
+    assert_eq!(
+        rules.filter[KUBE_PROXY_FIREWALL],
+        ["-A KUBE-PROXY-FIREWALL -m comment --comment \"ns5/svc5:p80 traffic not accepted by KUBE-FW-NUKIZ6OKUXPJNT4C\" -m tcp -p tcp -d 5.6.7.8 --dport 80 -j DROP"]
+    );
+    // A range holding the node's own IP also admits the node's traffic, which leaves
+    // with the load-balancer IP as its source.
+    let mut on_node = config();
+    on_node.node_ip = Some("203.0.113.9".parse().expect("ip"));
+    let rules = plan(
+        &state(vec![(svc, vec![endpoint("10.180.0.3", 80, "node2")])]),
+        &on_node,
+    );
+    assert_eq!(
+        rules.services["KUBE-FW-NUKIZ6OKUXPJNT4C"][1],
+        "-A KUBE-FW-NUKIZ6OKUXPJNT4C -m comment --comment \"ns5/svc5:p80 loadbalancer IP\" -s 5.6.7.8 -j KUBE-EXT-NUKIZ6OKUXPJNT4C"
+    );
 }

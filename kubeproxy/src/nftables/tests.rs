@@ -28,6 +28,7 @@ fn service(ns: &str, svc: &str, ip: &str) -> ServicePort {
         external_policy_local: false,
         internal_policy_local: false,
         health_check_node_port: None,
+        source_ranges: Vec::new(),
     }
 }
 
@@ -49,6 +50,7 @@ fn config() -> Config {
         node: "test-node".into(),
         cluster_cidr: Some("10.0.0.0/8".into()),
         masquerade_all: false,
+        node_ip: None,
         node_port_addresses: vec![Ipv4Addr::new(192, 168, 0, 2)],
         service_cidrs: vec!["172.30.0.0/16".into()],
     }
@@ -183,8 +185,7 @@ fn chain_names_follow_the_upstream_hash() {
     assert!(truncated.ends_with("..."));
 }
 
-/// `TestOverallNFTablesRules`, without svc5's `loadBalancerSourceRanges` (kubesim's
-/// model has none, so its firewall chain and element are left out).
+/// `TestOverallNFTablesRules`.
 #[test]
 fn overall_rules_match_upstream() {
     let svc1 = service("ns1", "svc1", "172.30.0.41");
@@ -202,6 +203,7 @@ fn overall_rules_match_upstream() {
     svc5.node_port = Some(3002);
     svc5.load_balancer_ips = vec!["5.6.7.8".parse().expect("ip")];
     svc5.affinity_seconds = Some(10800);
+    svc5.source_ranges = vec!["203.0.113.0/25".parse().expect("cidr")];
     let svc6 = service("ns6", "svc6", "172.30.0.46");
     let state = state(vec![
         (svc1, vec![endpoint("10.180.0.1", None)]),
@@ -296,6 +298,8 @@ add rule ip kube-proxy service-HVFWP5L3-ns5/svc5/tcp/p80 numgen random mod 1 vma
 add chain ip kube-proxy external-HVFWP5L3-ns5/svc5/tcp/p80
 add rule ip kube-proxy external-HVFWP5L3-ns5/svc5/tcp/p80 jump mark-for-masquerade
 add rule ip kube-proxy external-HVFWP5L3-ns5/svc5/tcp/p80 goto service-HVFWP5L3-ns5/svc5/tcp/p80
+add chain ip kube-proxy firewall-HVFWP5L3-ns5/svc5/tcp/p80
+add rule ip kube-proxy firewall-HVFWP5L3-ns5/svc5/tcp/p80 ip saddr != { 203.0.113.0/25 } drop
 
 add chain ip kube-proxy endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80
 add rule ip kube-proxy endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 ip saddr 10.180.0.3 jump mark-for-masquerade
@@ -306,6 +310,7 @@ add element ip kube-proxy cluster-ips { 172.30.0.45 }
 add element ip kube-proxy service-ips { 172.30.0.45 . tcp . 80 : goto service-HVFWP5L3-ns5/svc5/tcp/p80 }
 add element ip kube-proxy service-ips { 5.6.7.8 . tcp . 80 : goto external-HVFWP5L3-ns5/svc5/tcp/p80 }
 add element ip kube-proxy service-nodeports { tcp . 3002 : goto external-HVFWP5L3-ns5/svc5/tcp/p80 }
+add element ip kube-proxy firewall-ips { 5.6.7.8 . tcp . 80 comment "ns5/svc5:p80" : goto firewall-HVFWP5L3-ns5/svc5/tcp/p80 }
 
 # svc6
 add element ip kube-proxy cluster-ips { 172.30.0.46 }

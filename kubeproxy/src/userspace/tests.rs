@@ -20,6 +20,7 @@ fn service(port: &str, protocol: Protocol, ip: &str, number: u16) -> ServicePort
         external_policy_local: false,
         internal_policy_local: false,
         health_check_node_port: None,
+        source_ranges: Vec::new(),
     }
 }
 
