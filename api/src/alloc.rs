@@ -1043,6 +1043,19 @@ fn drop_type_dependent_fields(spec: &mut Value, old: &Value) {
     {
         remove(spec, "healthCheckNodePort");
     }
+    if new_ty != old_ty {
+        let unchanged = |spec: &Value, field: &str| spec.get(field) == old.get(field);
+        if new_ty != "LoadBalancer" {
+            for field in ["allocateLoadBalancerNodePorts", "loadBalancerClass"] {
+                if unchanged(spec, field) {
+                    remove(spec, field);
+                }
+            }
+        }
+        if !node_port_type(&new_ty) && unchanged(spec, "externalTrafficPolicy") {
+            remove(spec, "externalTrafficPolicy");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1321,5 +1334,32 @@ mod tests {
         assert_eq!((alloc.ips().used(), alloc.ports().used()), (1, 1));
         alloc.release(&created);
         assert_eq!((alloc.ips().used(), alloc.ports().used()), (0, 0));
+    }
+
+    #[test]
+    fn leaving_load_balancer_drops_its_fields_unless_the_client_changed_them() {
+        let mut alloc = allocator();
+        let mut lb = svc(
+            "web",
+            json!({"type": "LoadBalancer", "allocateLoadBalancerNodePorts": true,
+                   "loadBalancerClass": "example.com/lb", "externalTrafficPolicy": "Cluster",
+                   "ports": [{"name": "http", "port": 80}]}),
+        );
+        alloc.allocate_create(&mut lb).expect("created");
+        let mut to_node_port = lb.clone();
+        to_node_port["spec"]["type"] = json!("NodePort");
+        alloc
+            .allocate_update(&mut to_node_port, &lb)
+            .expect("to NodePort");
+        let spec = &to_node_port["spec"];
+        assert_eq!(spec.get("allocateLoadBalancerNodePorts"), None);
+        assert_eq!(spec.get("loadBalancerClass"), None);
+        assert_eq!(spec["externalTrafficPolicy"], "Cluster", "NodePort uses it");
+        let mut to_cluster_ip = to_node_port.clone();
+        to_cluster_ip["spec"]["type"] = json!("ClusterIP");
+        alloc
+            .allocate_update(&mut to_cluster_ip, &to_node_port)
+            .expect("to ClusterIP");
+        assert_eq!(to_cluster_ip["spec"].get("externalTrafficPolicy"), None);
     }
 }
