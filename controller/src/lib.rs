@@ -1,7 +1,8 @@
 //! The kubesim control loops, each its own module with a pure decision function and a
 //! reconciler on kube-rs's runtime (watcher, reflector, Controller) against the
 //! apiserver: deployments, replicasets, endpoints, endpointslices (and their mirroring),
-//! the scheduler, node podCIDR allocation and ownerReference garbage collection.
+//! the scheduler, node podCIDR allocation, ownerReference garbage collection and
+//! load-balancer address assignment.
 //!
 //! Nothing here touches the kernel or the store directly: every read and write goes
 //! through the Kubernetes API, as a real controller-manager's does.
@@ -10,6 +11,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod gc;
+pub mod loadbalancer;
 pub mod nodeipam;
 pub mod replicaset;
 mod runtime;
@@ -22,6 +24,10 @@ pub struct Options {
     pub cluster_cidr: String,
     /// The prefix length of each node's podCIDR (24).
     pub node_cidr_mask_size: u8,
+    /// The addresses LoadBalancer Services get.
+    pub lb_pool: loadbalancer::Pool,
+    /// The `loadBalancerClass` served; none serves the Services without one.
+    pub lb_class: Option<String>,
 }
 
 impl Default for Options {
@@ -29,6 +35,10 @@ impl Default for Options {
         Options {
             cluster_cidr: "10.244.0.0/16".into(),
             node_cidr_mask_size: 24,
+            lb_pool: loadbalancer::DEFAULT_POOL
+                .parse()
+                .expect("the default pool parses"),
+            lb_class: None,
         }
     }
 }
@@ -58,6 +68,11 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
                 .context("node ipam controller")
         },
         async { gc::run(c()).await.context("garbage collector") },
+        async {
+            loadbalancer::run(c(), options.lb_pool.clone(), options.lb_class.clone())
+                .await
+                .context("load-balancer controller")
+        },
     )?;
     Ok(())
 }

@@ -55,6 +55,7 @@ async fn run() -> anyhow::Result<()> {
     let options = controller::Options {
         cluster_cidr: "10.244.0.0/16".into(),
         node_cidr_mask_size: 24,
+        ..Default::default()
     };
     tokio::spawn(controller::run(client.clone(), options));
     let sim = kubelet::simulated::SimulatedOptions {
