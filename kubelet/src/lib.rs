@@ -8,6 +8,9 @@
 //!   probes, status, graceful termination, and the log API the apiserver proxies to.
 //! - `sandbox`: the pause process holding a pod's namespaces, the entry of container
 //!   processes into them, and the pod's `/etc/resolv.conf` and `/etc/hosts`.
+//! - `speaker`: the layer-2 announcement of LoadBalancer addresses (MetalLB's speaker):
+//!   the elected node holds the address on its underlay interface and sends
+//!   gratuitous ARP.
 //! - `simulated`: KWOK-style nodes that register Node objects and run their pods as
 //!   status only, so the control plane can be tested and measured at scale.
 //! - `topology`: the cluster's hosts as real network namespaces on one underlay (an
@@ -19,5 +22,6 @@ pub mod flannel;
 pub mod node;
 pub mod sandbox;
 pub mod simulated;
+pub mod speaker;
 pub mod topology;
 pub mod workload;

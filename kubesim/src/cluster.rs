@@ -204,6 +204,18 @@ impl Cluster {
             );
             let proxy: Vec<String> = proxy.iter().map(|s| s.to_string()).collect();
             self.spawn_owned(&format!("proxy-{node}"), proxy)?;
+            self.spawn(
+                &format!("speaker-{node}"),
+                &[
+                    "speaker",
+                    "--netns",
+                    &node,
+                    "--node-name",
+                    &node,
+                    "--kubeconfig",
+                    &node_kubeconfig,
+                ],
+            )?;
             let run_dir = format!("{node_data}/flannel");
             self.spawn(
                 &format!("flannel-{node}"),
@@ -523,8 +535,9 @@ impl Recorded {
 }
 
 /// The tools the components run, and the Debian packages that bring them.
-const REQUIRED_TOOLS: [(&str, &str); 5] = [
+const REQUIRED_TOOLS: [(&str, &str); 6] = [
     ("ip", "iproute2"),
+    ("arping", "iputils-arping"),
     ("iptables-restore", "iptables"),
     ("iptables-save", "iptables"),
     ("nft", "nftables"),

@@ -70,6 +70,10 @@ enum Command {
     /// Run flannel's VXLAN backend for one node, inside the node's network namespace:
     /// the `flannel.1` device, and neighbour, FDB and route entries for every other node.
     Flannel(FlannelArgs),
+    /// Announce LoadBalancer addresses from one node in layer 2 (as MetalLB's speaker),
+    /// inside the node's network namespace: the elected node holds each address on its
+    /// interface and sends gratuitous ARP.
+    Speaker(SpeakerArgs),
     /// Run kube-proxy for one node, inside the node's network namespace: Services and
     /// EndpointSlices become iptables rules laid out as kube-proxy lays them out.
     Proxy(ProxyArgs),
@@ -112,6 +116,26 @@ struct FlannelArgs {
     /// Where subnet.env is written.
     #[arg(long)]
     run_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct SpeakerArgs {
+    /// The kubeconfig of the apiserver to work against.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The Node this speaker runs on.
+    #[arg(long)]
+    node_name: String,
+    /// The named network namespace of the node; the speaker enters it at start.
+    #[arg(long)]
+    netns: Option<String>,
+    /// The interface addresses are announced on.
+    #[arg(long, default_value = "eth0")]
+    interface: String,
+    /// Announce only Services of this spec.loadBalancerClass (by default, those
+    /// without a class).
+    #[arg(long)]
+    lb_class: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -373,6 +397,13 @@ struct ControllerArgs {
     /// The prefix length of each node's podCIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// The addresses LoadBalancer Services get: FIRST-LAST or CIDRs, comma-separated.
+    #[arg(long, default_value = controller::loadbalancer::DEFAULT_POOL)]
+    lb_pool: controller::loadbalancer::Pool,
+    /// Serve only LoadBalancer Services of this spec.loadBalancerClass (by default,
+    /// those without a class).
+    #[arg(long)]
+    lb_class: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -543,6 +574,7 @@ fn main() -> ExitCode {
             let netns = match &server {
                 Command::Kubelet(KubeletArgs { netns, .. }) => netns.as_deref(),
                 Command::Flannel(args) => Some(args.netns.as_str()),
+                Command::Speaker(args) => args.netns.as_deref(),
                 Command::Proxy(args) => args.netns.as_deref(),
                 _ => None,
             };
@@ -597,6 +629,7 @@ fn serve(command: Command) -> anyhow::Result<()> {
             Command::Controller(args) => run_controller(args).await,
             Command::Kubelet(args) => run_kubelet(args).await,
             Command::Flannel(args) => run_flannel(args).await,
+            Command::Speaker(args) => run_speaker(args).await,
             Command::Proxy(args) => run_proxy(args).await,
             Command::Explain {
                 what:
@@ -650,6 +683,8 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let options = controller::Options {
         cluster_cidr: args.cluster_cidr,
         node_cidr_mask_size: args.node_cidr_mask_size,
+        lb_pool: args.lb_pool,
+        lb_class: args.lb_class,
     };
     tokio::select! {
         result = controller::run(client, options) => result,
@@ -720,6 +755,16 @@ fn service_account(
         .map(|(token, ca_pem)| kubelet::node::ServiceAccount { token, ca_pem }))
 }
 
+async fn run_speaker(args: SpeakerArgs) -> anyhow::Result<()> {
+    let client = client(&args.kubeconfig).await?;
+    let options = kubelet::speaker::SpeakerOptions {
+        node: args.node_name,
+        interface: args.interface,
+        class: args.lb_class,
+    };
+    Ok(kubelet::speaker::run(client, options).await?)
+}
+
 async fn run_flannel(args: FlannelArgs) -> anyhow::Result<()> {
     let client = client(&args.kubeconfig).await?;
     let mut options =
@@ -742,6 +787,7 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         anyhow::bail!("--kubeconfig and --hostname-override are required");
     };
     let client = client(&kubeconfig).await?;
+    let node_ip = kubeproxy::node_ip(&client, &node).await;
     let options = kubeproxy::ProxyOptions {
         mode: match args.proxy_mode.as_str() {
             "ipvs" => kubeproxy::Mode::Ipvs,
@@ -754,6 +800,7 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
                 node,
                 cluster_cidr: Some(args.cluster_cidr),
                 masquerade_all: args.masquerade_all,
+                node_ip,
             },
             min_sync_period: args.iptables_min_sync_period,
             sync_period: args.iptables_sync_period,

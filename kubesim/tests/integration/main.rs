@@ -10,6 +10,7 @@ mod harness;
 mod kubectl;
 mod labs;
 mod lifecycle;
+mod loadbalancer;
 mod netcluster;
 mod nftables;
 mod overlay;
