@@ -1,8 +1,9 @@
 //! Defaulting as the real apiserver applies it on create and update: the `SetDefaults_*`
 //! functions of k8s.io/kubernetes `pkg/apis/{core,apps,networking,discovery}/v1`, the
-//! generated walkers that reach every nested pod spec, container, probe and port, and the
+//! generated walkers that reach every nested pod spec, container, probe and port, the
 //! few registry steps that behave like defaults (service IP families, the namespace
-//! finalizer), rewritten over `serde_json::Value`.
+//! finalizer), and the one conversion that changes what is stored (a Secret's
+//! `stringData` folded into `data`), rewritten over `serde_json::Value`.
 //!
 //! A field is defaulted only where Go would decode it as unset: an absent or `null` pointer,
 //! slice or map, and additionally `""` for Go strings and `0` for Go integers. A value of
@@ -13,6 +14,7 @@
 //! Not here: cluster IP and node port allocation, pod and workload status set by registry
 //! strategies, and the canonical rounding of resource quantities.
 
+use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 type Object = Map<String, Value>;
@@ -34,7 +36,7 @@ pub fn apply_defaults(kind: &str, obj: &mut serde_json::Value) {
         "EndpointSlice" => endpoint_slice(obj),
         "NetworkPolicy" => network_policy(obj),
         "IngressClass" => ingress_class(obj),
-        "Secret" => default_str(obj, "type", "Opaque"),
+        "Secret" => secret(obj),
         _ => {}
     }
 }
@@ -617,6 +619,37 @@ fn ingress_class(obj: &mut Object) {
     if let Some(parameters) = child(obj, "spec").and_then(|spec| child(spec, "parameters")) {
         default_ptr(parameters, "scope", "Cluster");
     }
+}
+
+/// `SetDefaults_Secret`, then what the conversion of a v1 Secret into the stored form does:
+/// every `stringData` entry overwrites the `data` entry of its key, base64-encoded, and
+/// `stringData` itself is never kept. A `stringData` or `data` that is not a map (of
+/// strings) is left for decoding to refuse.
+fn secret(obj: &mut Object) {
+    default_str(obj, "type", "Opaque");
+    let encoded: Option<Vec<(String, Value)>> = match obj.get("stringData") {
+        None => return,
+        Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Object(entries)) => entries
+            .iter()
+            .map(|(key, value)| {
+                let text = value.as_str()?;
+                let bytes = base64::engine::general_purpose::STANDARD.encode(text);
+                Some((key.clone(), Value::String(bytes)))
+            })
+            .collect(),
+        Some(_) => None,
+    };
+    let Some(encoded) = encoded else {
+        return;
+    };
+    if !encoded.is_empty() {
+        let Some(data) = child_or_default(obj, "data") else {
+            return;
+        };
+        data.extend(encoded);
+    }
+    obj.remove("stringData");
 }
 
 #[cfg(test)]
@@ -1256,6 +1289,34 @@ mod tests {
         );
         let tls = json!({"type": "kubernetes.io/tls"});
         check("Secret", tls.clone(), tls);
+    }
+
+    #[test]
+    fn secret_string_data_is_folded_into_data_and_dropped() {
+        check(
+            "Secret",
+            json!({"data": {"a": "eA==", "b": "eQ=="}, "stringData": {"b": "two", "c": "three"}}),
+            json!({"type": "Opaque", "data": {"a": "eA==", "b": "dHdv", "c": "dGhyZWU="}}),
+        );
+        check(
+            "Secret",
+            json!({"type": "kubernetes.io/basic-auth", "stringData": {"username": "admin"}}),
+            json!({"type": "kubernetes.io/basic-auth", "data": {"username": "YWRtaW4="}}),
+        );
+        for empty in [json!(null), json!({})] {
+            check(
+                "Secret",
+                json!({"stringData": empty}),
+                json!({"type": "Opaque"}),
+            );
+        }
+        for odd in [
+            json!({"type": "Opaque", "data": "x", "stringData": {"k": "v"}}),
+            json!({"type": "Opaque", "stringData": {"k": 1}}),
+            json!({"type": "Opaque", "stringData": ["k"]}),
+        ] {
+            check("Secret", odd.clone(), odd);
+        }
     }
 
     #[test]

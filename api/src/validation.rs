@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::field::{BadValue, ErrorType, FieldError};
@@ -54,8 +55,8 @@ const SELECTOR_MISMATCH: &str = "`selector` does not match template `labels`";
 
 /// Total size of all annotation keys and values (256 KiB), as `TotalAnnotationSizeLimitB`.
 pub const TOTAL_ANNOTATION_SIZE_LIMIT: usize = 256 * 1024;
-/// Maximum total size of a ConfigMap's data (1 MiB), as `core.MaxSecretSize`.
-pub const MAX_CONFIG_MAP_SIZE: usize = 1024 * 1024;
+/// Maximum total size of a ConfigMap's or a Secret's data (1 MiB), `core.MaxSecretSize`.
+pub const MAX_SECRET_SIZE: usize = 1024 * 1024;
 const MAX_AFFINITY_TIMEOUT: i64 = 86400;
 
 // ---------------------------------------------------------------------------------------
@@ -73,6 +74,7 @@ pub fn validate_create(kind: &str, obj: &Value) -> Vec<FieldError> {
         "Service" => service(obj),
         "Endpoints" => endpoints(obj),
         "ConfigMap" => config_map(obj),
+        "Secret" => secret(obj),
         "Event" => event(obj),
         "Deployment" => deployment(obj),
         "ReplicaSet" => replica_set(obj),
@@ -121,6 +123,10 @@ pub fn validate_update(kind: &str, new: &Value, old: &Value) -> Vec<FieldError> 
                 "ConfigMap" => {
                     errs.extend(config_map_update(new, old));
                     errs.extend(config_map(new));
+                }
+                "Secret" => {
+                    errs.extend(secret_update(new, old));
+                    errs.extend(secret(new));
                 }
                 "Deployment" => {
                     errs.extend(deployment(new));
@@ -1066,7 +1072,7 @@ fn selector_is_empty(sel: &Value) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------
-// Namespace, Node, Event, ConfigMap, Endpoints
+// Namespace, Node, Event, ConfigMap, Secret, Endpoints
 // ---------------------------------------------------------------------------------------
 
 fn namespace(obj: &Value) -> Errs {
@@ -1228,8 +1234,8 @@ fn config_map(obj: &Value) -> Errs {
         }
         total += value.as_str().map_or(0, base64_decoded_len);
     }
-    if total > MAX_CONFIG_MAP_SIZE {
-        errs.push(FieldError::too_long("", MAX_CONFIG_MAP_SIZE));
+    if total > MAX_SECRET_SIZE {
+        errs.push(FieldError::too_long("", MAX_SECRET_SIZE));
     }
     errs
 }
@@ -1253,6 +1259,318 @@ fn config_map_update(new: &Value, old: &Value) -> Errs {
         }
     }
     errs
+}
+
+/// The annotation a `kubernetes.io/service-account-token` Secret names its account by.
+const SERVICE_ACCOUNT_NAME_KEY: &str = "kubernetes.io/service-account.name";
+
+fn secret(obj: &Value) -> Errs {
+    let mut errs = object_meta(obj, Scope::Namespaced, NameRule::Subdomain);
+    let data = child(obj, "data");
+    let mut total = 0usize;
+    for (key, value) in data.as_object().into_iter().flatten() {
+        for msg in is_config_map_key(key) {
+            errs.push(FieldError::invalid(
+                format!("data[{key}]"),
+                key.as_str(),
+                msg,
+            ));
+        }
+        total += value.as_str().map_or(0, base64_decoded_len);
+    }
+    if total > MAX_SECRET_SIZE {
+        errs.push(FieldError::too_long("data", MAX_SECRET_SIZE));
+    }
+    let has = |key: &str| data.get(key).is_some();
+    let required = |key: &str| FieldError::required(format!("data[{key}]"), "");
+    match str_of(obj, "type") {
+        "kubernetes.io/service-account-token" => {
+            let annotations = child(child(obj, "metadata"), "annotations");
+            if str_of(annotations, SERVICE_ACCOUNT_NAME_KEY).is_empty() {
+                errs.push(FieldError::required(
+                    format!("metadata.annotations[{SERVICE_ACCOUNT_NAME_KEY}]"),
+                    "",
+                ));
+            }
+        }
+        "kubernetes.io/dockercfg" => errs.extend(docker_config(data, ".dockercfg")),
+        "kubernetes.io/dockerconfigjson" => {
+            errs.extend(docker_config(data, ".dockerconfigjson"));
+        }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(required("username"));
+            errs.push(required("password"));
+        }
+        "kubernetes.io/ssh-auth"
+            if secret_bytes(data, "ssh-privatekey").is_none_or(|b| b.is_empty()) =>
+        {
+            errs.push(required("ssh-privatekey"));
+        }
+        "kubernetes.io/tls" => {
+            for key in ["tls.crt", "tls.key"] {
+                if !has(key) {
+                    errs.push(required(key));
+                }
+            }
+        }
+        _ => {}
+    }
+    errs
+}
+
+/// A docker config Secret's `data[key]`: present, and a JSON object as Go decodes one.
+fn docker_config(data: &Value, key: &str) -> Option<FieldError> {
+    if data.get(key).is_none() {
+        return Some(FieldError::required(format!("data[{key}]"), ""));
+    }
+    let msg = go_json_map_error(&secret_bytes(data, key)?)?;
+    Some(FieldError::invalid(
+        format!("data[{key}]"),
+        "<secret contents redacted>",
+        msg,
+    ))
+}
+
+/// The decoded bytes of `data[key]`; `None` when absent or not base64 (decoding refuses
+/// such a Secret before validation).
+fn secret_bytes(data: &Value, key: &str) -> Option<Vec<u8>> {
+    match data.get(key)? {
+        Value::Null => Some(Vec::new()),
+        value => base64::engine::general_purpose::STANDARD
+            .decode(value.as_str()?)
+            .ok(),
+    }
+}
+
+fn secret_update(new: &Value, old: &Value) -> Errs {
+    let mut errs = Vec::new();
+    let (n, o) = (child(new, "type"), child(old, "type"));
+    if n != o {
+        errs.push(FieldError::invalid("type", n.clone(), FIELD_IMMUTABLE));
+    }
+    if child(old, "immutable").as_bool() == Some(true) {
+        let msg = "field is immutable when `immutable` is set";
+        if child(new, "immutable").as_bool() != Some(true) {
+            errs.push(FieldError::forbidden("immutable", msg));
+        }
+        if empty_as_null(child(new, "data")) != empty_as_null(child(old, "data")) {
+            errs.push(FieldError::forbidden("data", msg));
+        }
+    }
+    errs
+}
+
+/// Why Go's `json.Unmarshal` refuses `input` as a `map[string]interface{}`, in its words:
+/// the syntax check of the whole input first, then the type of the top-level value.
+fn go_json_map_error(input: &[u8]) -> Option<String> {
+    if let Err(msg) = go_json_syntax(input) {
+        return Some(msg);
+    }
+    let first = input
+        .iter()
+        .find(|c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n'))?;
+    let kind = match first {
+        b'{' | b'n' => return None,
+        b'[' => "array",
+        b'"' => "string",
+        b't' | b'f' => "bool",
+        _ => "number",
+    };
+    Some(format!(
+        "json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}"
+    ))
+}
+
+/// Go's JSON scanner (`encoding/json` `checkValid`): the first syntax error in the words
+/// of its `SyntaxError`, or `unexpected end of JSON input`. Like Go, the end of the input
+/// is read as one more space, so `1.` ends with the error about that space.
+fn go_json_syntax(input: &[u8]) -> Result<(), String> {
+    /// What the innermost open object or array expects after a value.
+    #[derive(Clone, Copy)]
+    enum Frame {
+        Key,
+        Value,
+        Array,
+    }
+    #[derive(Clone, Copy)]
+    enum State {
+        Value,
+        ValueOrEmpty,
+        Key,
+        KeyOrEmpty,
+        End,
+        Str,
+        Escape,
+        Hex(u8),
+        Minus,
+        Int,
+        Zero,
+        Dot,
+        Fraction,
+        Exponent,
+        ExponentSign,
+        ExponentDigits,
+        Literal(&'static str, usize),
+    }
+    const MAX_DEPTH: usize = 10_000;
+    fn invalid(c: u8, context: &str) -> String {
+        let quoted = match c {
+            b'\'' => "'\\''".to_string(),
+            b'"' => "'\"'".to_string(),
+            c => {
+                let q = go_quote(&char::from(c).to_string());
+                format!("'{}'", &q[1..q.len() - 1])
+            }
+        };
+        format!("invalid character {quoted} {context}")
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut state = State::Value;
+    for &c in input.iter().chain(b" ") {
+        let space = matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+        loop {
+            // A number ends at the first byte that cannot continue it; that byte is then
+            // read again as what follows the value.
+            let mut reread = false;
+            state = match state {
+                State::Value
+                | State::ValueOrEmpty
+                | State::Key
+                | State::KeyOrEmpty
+                | State::End
+                    if space =>
+                {
+                    state
+                }
+                State::ValueOrEmpty if c == b']' => {
+                    stack.pop();
+                    State::End
+                }
+                State::Value | State::ValueOrEmpty => {
+                    let next = match c {
+                        b'{' => State::KeyOrEmpty,
+                        b'[' => State::ValueOrEmpty,
+                        b'"' => State::Str,
+                        b'-' => State::Minus,
+                        b'0' => State::Zero,
+                        b'1'..=b'9' => State::Int,
+                        b't' => State::Literal("true", 1),
+                        b'f' => State::Literal("false", 1),
+                        b'n' => State::Literal("null", 1),
+                        _ => return Err(invalid(c, "looking for beginning of value")),
+                    };
+                    if matches!(c, b'{' | b'[') {
+                        stack.push(if c == b'{' { Frame::Key } else { Frame::Array });
+                        if stack.len() > MAX_DEPTH {
+                            return Err(invalid(c, "exceeded max depth"));
+                        }
+                    }
+                    next
+                }
+                State::KeyOrEmpty if c == b'}' => {
+                    stack.pop();
+                    State::End
+                }
+                State::Key | State::KeyOrEmpty if c == b'"' => State::Str,
+                State::Key | State::KeyOrEmpty => {
+                    return Err(invalid(c, "looking for beginning of object key string"))
+                }
+                State::End => match stack.last_mut() {
+                    None => return Err(invalid(c, "after top-level value")),
+                    Some(frame) => match (*frame, c) {
+                        (Frame::Key, b':') => {
+                            *frame = Frame::Value;
+                            State::Value
+                        }
+                        (Frame::Value, b',') => {
+                            *frame = Frame::Key;
+                            State::Key
+                        }
+                        (Frame::Array, b',') => State::Value,
+                        (Frame::Value, b'}') | (Frame::Array, b']') => {
+                            stack.pop();
+                            State::End
+                        }
+                        (Frame::Key, _) => return Err(invalid(c, "after object key")),
+                        (Frame::Value, _) => return Err(invalid(c, "after object key:value pair")),
+                        (Frame::Array, _) => return Err(invalid(c, "after array element")),
+                    },
+                },
+                State::Str => match c {
+                    b'"' => State::End,
+                    b'\\' => State::Escape,
+                    0..=0x1f => return Err(invalid(c, "in string literal")),
+                    _ => State::Str,
+                },
+                State::Escape => match c {
+                    b'b' | b'f' | b'n' | b'r' | b't' | b'\\' | b'/' | b'"' => State::Str,
+                    b'u' => State::Hex(4),
+                    _ => return Err(invalid(c, "in string escape code")),
+                },
+                State::Hex(left) if c.is_ascii_hexdigit() => match left {
+                    1 => State::Str,
+                    _ => State::Hex(left - 1),
+                },
+                State::Hex(_) => return Err(invalid(c, "in \\u hexadecimal character escape")),
+                State::Minus => match c {
+                    b'0' => State::Zero,
+                    b'1'..=b'9' => State::Int,
+                    _ => return Err(invalid(c, "in numeric literal")),
+                },
+                State::Int if c.is_ascii_digit() => State::Int,
+                State::Int | State::Zero => match c {
+                    b'.' => State::Dot,
+                    b'e' | b'E' => State::Exponent,
+                    _ => {
+                        reread = true;
+                        State::End
+                    }
+                },
+                State::Dot if c.is_ascii_digit() => State::Fraction,
+                State::Dot => return Err(invalid(c, "after decimal point in numeric literal")),
+                State::Fraction => match c {
+                    b'0'..=b'9' => State::Fraction,
+                    b'e' | b'E' => State::Exponent,
+                    _ => {
+                        reread = true;
+                        State::End
+                    }
+                },
+                State::Exponent if matches!(c, b'+' | b'-') => State::ExponentSign,
+                State::Exponent | State::ExponentSign if c.is_ascii_digit() => {
+                    State::ExponentDigits
+                }
+                State::Exponent | State::ExponentSign => {
+                    return Err(invalid(c, "in exponent of numeric literal"))
+                }
+                State::ExponentDigits if c.is_ascii_digit() => State::ExponentDigits,
+                State::ExponentDigits => {
+                    reread = true;
+                    State::End
+                }
+                State::Literal(word, i) => {
+                    let want = word.as_bytes()[i];
+                    if c != want {
+                        let context =
+                            format!("in literal {word} (expecting '{}')", char::from(want));
+                        return Err(invalid(c, &context));
+                    }
+                    if i + 1 == word.len() {
+                        State::End
+                    } else {
+                        State::Literal(word, i + 1)
+                    }
+                }
+            };
+            if !reread {
+                break;
+            }
+        }
+    }
+    match state {
+        State::End if stack.is_empty() => Ok(()),
+        _ => Err("unexpected end of JSON input".to_string()),
+    }
 }
 
 /// Go's semantic equality treats an empty map or list like an absent one.
@@ -3414,7 +3732,7 @@ mod tests {
         );
         check(
             "ConfigMap",
-            json!({"metadata": {"name": "c", "namespace": "d"}, "data": {"k": "x".repeat(MAX_CONFIG_MAP_SIZE + 1)}}),
+            json!({"metadata": {"name": "c", "namespace": "d"}, "data": {"k": "x".repeat(MAX_SECRET_SIZE + 1)}}),
             None,
             &[": Too long: must have at most 1048576 bytes"],
         );
@@ -3951,5 +4269,244 @@ mod tests {
             None,
             &["spec.podCIDRs: Invalid value: []string{\"10.244.1.0/24\", \"10.244.2.0/24\"}: may specify no more than one CIDR for each IP family"],
         );
+    }
+
+    fn secret(kind: &str, data: Value) -> Value {
+        json!({"metadata": {"name": "s", "namespace": "d"}, "type": kind, "data": data})
+    }
+
+    fn b64(text: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(text)
+    }
+
+    #[test]
+    fn secret_data_keys_size_and_types() {
+        check(
+            "Secret",
+            secret("Opaque", json!({"bad key": "", "ok.key": "dg=="})),
+            None,
+            &["data[bad key]: Invalid value: \"bad key\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"],
+        );
+        // 349526 groups of four characters decode to 1048578 bytes, two over the limit.
+        check(
+            "Secret",
+            secret("Opaque", json!({"a": "AAAA".repeat(349_526)})),
+            None,
+            &["data: Too long: must have at most 1048576 bytes"],
+        );
+        check(
+            "Secret",
+            secret("Opaque", json!({"a": "AAAA".repeat(349_525)})),
+            None,
+            &[],
+        );
+        check(
+            "Secret",
+            secret("kubernetes.io/tls", json!({"tls.crt": "Y2VydA=="})),
+            None,
+            &["data[tls.key]: Required value"],
+        );
+        check(
+            "Secret",
+            json!({"metadata": {"name": "s", "namespace": "d"}, "type": "kubernetes.io/tls"}),
+            None,
+            &[
+                "data[tls.crt]: Required value",
+                "data[tls.key]: Required value",
+            ],
+        );
+        check(
+            "Secret",
+            secret("kubernetes.io/service-account-token", json!({})),
+            None,
+            &["metadata.annotations[kubernetes.io/service-account.name]: Required value"],
+        );
+        check(
+            "Secret",
+            json!({"metadata": {"name": "s", "namespace": "d", "annotations": {"kubernetes.io/service-account.name": "default"}}, "type": "kubernetes.io/service-account-token"}),
+            None,
+            &[],
+        );
+        check(
+            "Secret",
+            secret("kubernetes.io/basic-auth", json!({})),
+            None,
+            &[
+                "data[username]: Required value",
+                "data[password]: Required value",
+            ],
+        );
+        check(
+            "Secret",
+            secret("kubernetes.io/basic-auth", json!({"password": ""})),
+            None,
+            &[],
+        );
+        check(
+            "Secret",
+            secret("kubernetes.io/ssh-auth", json!({"ssh-privatekey": ""})),
+            None,
+            &["data[ssh-privatekey]: Required value"],
+        );
+        check(
+            "Secret",
+            secret("example.com/custom", json!({"anything": ""})),
+            None,
+            &[],
+        );
+    }
+
+    #[test]
+    fn secret_docker_configs_must_be_json_objects() {
+        check(
+            "Secret",
+            secret("kubernetes.io/dockerconfigjson", json!({})),
+            None,
+            &["data[.dockerconfigjson]: Required value"],
+        );
+        check(
+            "Secret",
+            secret(
+                "kubernetes.io/dockerconfigjson",
+                json!({".dockerconfigjson": b64("{\"auths\":{}}")}),
+            ),
+            None,
+            &[],
+        );
+        check(
+            "Secret",
+            secret("kubernetes.io/dockercfg", json!({".dockercfg": b64("{\"a\":")})),
+            None,
+            &["data[.dockercfg]: Invalid value: \"<secret contents redacted>\": unexpected end of JSON input"],
+        );
+        check(
+            "Secret",
+            secret(
+                "kubernetes.io/dockerconfigjson",
+                json!({".dockerconfigjson": b64("[]")}),
+            ),
+            None,
+            &["data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": json: cannot unmarshal array into Go value of type map[string]interface {}"],
+        );
+    }
+
+    #[test]
+    fn go_json_errors_read_as_encoding_json_writes_them() {
+        let cases = [
+            ("{}", None),
+            (" null ", None),
+            ("{\"a\": [1, -2.5e+3, true, \"x\\u00e9\"]}", None),
+            ("", Some("unexpected end of JSON input")),
+            ("{\"a\"", Some("unexpected end of JSON input")),
+            ("\"abc", Some("unexpected end of JSON input")),
+            (
+                "x",
+                Some("invalid character 'x' looking for beginning of value"),
+            ),
+            (
+                "'",
+                Some("invalid character '\\'' looking for beginning of value"),
+            ),
+            (
+                "{a}",
+                Some("invalid character 'a' looking for beginning of object key string"),
+            ),
+            ("{\"a\" 1}", Some("invalid character '1' after object key")),
+            (
+                "{\"a\":1 \"b\"}",
+                Some("invalid character '\"' after object key:value pair"),
+            ),
+            ("[1 2]", Some("invalid character '2' after array element")),
+            ("{} x", Some("invalid character 'x' after top-level value")),
+            ("01", Some("invalid character '1' after top-level value")),
+            (
+                "\"a\nb\"",
+                Some("invalid character '\\n' in string literal"),
+            ),
+            (
+                "\"\\x\"",
+                Some("invalid character 'x' in string escape code"),
+            ),
+            (
+                "\"\\u12g4\"",
+                Some("invalid character 'g' in \\u hexadecimal character escape"),
+            ),
+            ("-", Some("invalid character ' ' in numeric literal")),
+            (
+                "1.e",
+                Some("invalid character 'e' after decimal point in numeric literal"),
+            ),
+            (
+                "1e+",
+                Some("invalid character ' ' in exponent of numeric literal"),
+            ),
+            (
+                "tru",
+                Some("invalid character ' ' in literal true (expecting 'e')"),
+            ),
+            (
+                "{\"a\": nul}",
+                Some("invalid character '}' in literal null (expecting 'l')"),
+            ),
+            (
+                "[]",
+                Some("json: cannot unmarshal array into Go value of type map[string]interface {}"),
+            ),
+            (
+                "\"s\"",
+                Some("json: cannot unmarshal string into Go value of type map[string]interface {}"),
+            ),
+            (
+                "-1",
+                Some("json: cannot unmarshal number into Go value of type map[string]interface {}"),
+            ),
+            (
+                "false",
+                Some("json: cannot unmarshal bool into Go value of type map[string]interface {}"),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                go_json_map_error(input.as_bytes()).as_deref(),
+                want,
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_type_and_immutable_data_cannot_change() {
+        let old = secret("Opaque", json!({"a": "MQ=="}));
+        check(
+            "Secret",
+            secret("kubernetes.io/basic-auth", json!({"username": "dQ=="})),
+            Some(old.clone()),
+            &["type: Invalid value: \"kubernetes.io/basic-auth\": field is immutable"],
+        );
+        check(
+            "Secret",
+            secret("Opaque", json!({"a": "Mg=="})),
+            Some(old),
+            &[],
+        );
+        let mut immutable = secret("Opaque", json!({"a": "MQ=="}));
+        immutable["immutable"] = json!(true);
+        let mut changed = secret("Opaque", json!({"a": "Mg=="}));
+        changed["immutable"] = json!(true);
+        check(
+            "Secret",
+            changed,
+            Some(immutable.clone()),
+            &["data: Forbidden: field is immutable when `immutable` is set"],
+        );
+        check(
+            "Secret",
+            secret("Opaque", json!({"a": "MQ=="})),
+            Some(immutable.clone()),
+            &["immutable: Forbidden: field is immutable when `immutable` is set"],
+        );
+        let mut relabelled = immutable.clone();
+        relabelled["metadata"]["labels"] = json!({"tier": "web"});
+        check("Secret", relabelled, Some(immutable), &[]);
     }
 }

@@ -440,6 +440,76 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn secrets_store_string_data_as_data_and_check_their_type() {
+        let (_dir, state) = state().await;
+        let json = [("content-type", "application/json")];
+        let uri = "/api/v1/namespaces/default/secrets";
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "creds"},
+            "data": {"user": "YWRtaW4="},
+            "stringData": {"password": "s3cr3t"},
+        });
+        let (code, _, created) = call(&state, "POST", uri, Some(secret), &json).await;
+        assert_eq!(code, StatusCode::CREATED, "{created}");
+        assert_eq!(
+            created["data"],
+            json!({"password": "czNjcjN0", "user": "YWRtaW4="})
+        );
+        assert_eq!(created["type"], "Opaque");
+        assert!(created.get("stringData").is_none(), "{created}");
+        let merge = [("content-type", "application/merge-patch+json")];
+        let patch = json!({"stringData": {"user": "root"}});
+        let (code, _, patched) = call(
+            &state,
+            "PATCH",
+            &format!("{uri}/creds"),
+            Some(patch),
+            &merge,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{patched}");
+        assert_eq!(patched["data"]["user"], "cm9vdA==");
+        assert!(patched.get("stringData").is_none(), "{patched}");
+        let (_, _, stored) = get(&state, &format!("{uri}/creds")).await;
+        assert_eq!(stored["data"], patched["data"]);
+        assert!(stored.get("stringData").is_none(), "{stored}");
+
+        let retype = json!({"type": "kubernetes.io/basic-auth"});
+        let (code, _, status) = call(
+            &state,
+            "PATCH",
+            &format!("{uri}/creds"),
+            Some(retype),
+            &merge,
+        )
+        .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            status["message"],
+            "Secret \"creds\" is invalid: type: Invalid value: \"kubernetes.io/basic-auth\": field is immutable"
+        );
+
+        let tls = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "web-tls"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "Y2VydA=="},
+        });
+        let (code, _, status) = call(&state, "POST", uri, Some(tls), &json).await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            status["message"],
+            "Secret \"web-tls\" is invalid: data[tls.key]: Required value"
+        );
+        assert_eq!(status["details"]["causes"][0]["field"], "data[tls.key]");
+        assert_eq!(
+            status["details"]["causes"][0]["reason"],
+            "FieldValueRequired"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn discovery_answers_in_the_aggregated_form_when_asked() {
         let (_dir, state) = state().await;
         let accept =
@@ -464,6 +534,18 @@ mod tests {
             .expect("deployments");
         assert_eq!(deploy["shortNames"], json!(["deploy"]));
         assert_eq!(deploy["categories"], json!(["all"]));
+        let (_, _, core) = call(&state, "GET", "/api", None, &[("accept", accept)]).await;
+        let secrets = core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["resource"] == "secrets")
+            .expect("secrets");
+        assert_eq!(
+            (&secrets["scope"], &secrets["singularResource"]),
+            (&json!("Namespaced"), &json!("secret"))
+        );
+        assert!(secrets.get("shortNames").is_none(), "{secrets}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -484,5 +566,12 @@ mod tests {
         assert!(patch["requestBody"]["content"]
             .get("application/strategic-merge-patch+json")
             .is_some());
+        let secret = json!({"group": "", "version": "v1", "kind": "Secret"});
+        let (_, _, core) = get(&state, "/openapi/v3/api/v1").await;
+        let post = &core["paths"]["/api/v1/namespaces/{namespace}/secrets"]["post"];
+        assert_eq!(post["x-kubernetes-group-version-kind"], secret);
+        let (_, _, v2) = get(&state, "/openapi/v2").await;
+        let put = &v2["paths"]["/api/v1/namespaces/{namespace}/secrets/{name}"]["put"];
+        assert_eq!(put["x-kubernetes-group-version-kind"], secret);
     }
 }

@@ -86,6 +86,7 @@ pub fn decode(res: &Resource, obj: &Value) -> Result<Vec<String>, String> {
         "Namespace" => check::<core::v1::Namespace>(obj),
         "Node" => check::<core::v1::Node>(obj),
         "Pod" => check::<core::v1::Pod>(obj),
+        "Secret" => check::<core::v1::Secret>(obj),
         "Service" => check::<core::v1::Service>(obj),
         "Deployment" => check::<apps::v1::Deployment>(obj),
         "ReplicaSet" => check::<apps::v1::ReplicaSet>(obj),

@@ -157,6 +157,14 @@ pub static RESOURCES: &[Resource] = &[
         &["status", "binding", "exec", "log"],
     ),
     res(
+        ("", "v1", "Secret"),
+        ("secrets", "secret"),
+        true,
+        &[],
+        &[],
+        &[],
+    ),
+    res(
         ("", "v1", "Service"),
         ("services", "service"),
         true,

@@ -437,9 +437,9 @@ static NETWORK_POLICY_SPEC: TypeDef = TypeDef {
     fields: &[Field::atomic("podSelector")],
 };
 
-/// Kinds with nothing but `ObjectMeta` to describe: ConfigMap, Endpoints and
-/// EndpointSlice (whose lists are atomic), IngressClass, and every kind this table does
-/// not know.
+/// Kinds with nothing but `ObjectMeta` to describe: ConfigMap and Secret (whose maps
+/// merge by key), Endpoints and EndpointSlice (whose lists are atomic), IngressClass, and
+/// every kind this table does not know.
 static METADATA_ONLY: TypeDef = TypeDef {
     fields: &[Field::object("metadata", &OBJECT_META)],
 };

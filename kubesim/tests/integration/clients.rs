@@ -5,7 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 
@@ -137,6 +138,46 @@ async fn kube_rs_crud_and_reflector_follow_changes() {
         "a limited list has a continue token"
     );
     task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_rs_secrets_keep_bytes_and_fold_string_data() {
+    let server = ApiServer::start();
+    let api: Api<Secret> = Api::namespaced(server.client().await, "default");
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-rs"},
+        "data": {"raw": "AP8B"},
+        "stringData": {"token": "t0k3n"},
+    }))
+    .expect("secret");
+    api.create(&PostParams::default(), &secret)
+        .await
+        .expect("create");
+    let got = api.get("kube-rs").await.expect("get");
+    assert_eq!(got.type_.as_deref(), Some("Opaque"));
+    assert_eq!(got.string_data, None);
+    assert_eq!(
+        got.data,
+        Some(
+            [
+                ("raw".to_string(), ByteString(vec![0, 255, 1])),
+                ("token".to_string(), ByteString(b"t0k3n".to_vec())),
+            ]
+            .into()
+        )
+    );
+
+    let freeze = Patch::Merge(serde_json::json!({"immutable": true}));
+    api.patch("kube-rs", &PatchParams::default(), &freeze)
+        .await
+        .expect("make immutable");
+    let change = Patch::Merge(serde_json::json!({"stringData": {"token": "other"}}));
+    let refused = api.patch("kube-rs", &PatchParams::default(), &change).await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 422
+            && s.message == "Secret \"kube-rs\" is invalid: data: Forbidden: field is immutable when `immutable` is set"),
+        "{refused:?}"
+    );
 }
 
 #[test]

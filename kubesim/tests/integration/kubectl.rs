@@ -488,6 +488,97 @@ fn everyday_commands_work_end_to_end() {
 }
 
 #[test]
+fn secrets_from_create_and_apply_read_back_as_base64_data() {
+    let server = ApiServer::start();
+    assert_eq!(
+        server.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=user=admin",
+            "--from-literal=password=s3cr3t",
+        ]),
+        "secret/creds created\n"
+    );
+    let pair = rcgen::generate_simple_self_signed(vec!["web.example".to_string()])
+        .expect("self-signed certificate");
+    let cert = server.file("tls.crt", &pair.cert.pem());
+    let key = server.file("tls.key", &pair.signing_key.serialize_pem());
+    assert_eq!(
+        server.ok(&["create", "secret", "tls", "web-tls", "--cert", &cert, "--key", &key]),
+        "secret/web-tls created\n"
+    );
+
+    let table = server.ok(&["get", "secrets"]);
+    assert_eq!(
+        table
+            .lines()
+            .next()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["NAME", "TYPE", "DATA", "AGE"])
+    );
+    assert_eq!(row(&table, "creds")[1..3], ["Opaque", "2"], "{table}");
+    assert_eq!(
+        row(&table, "web-tls")[1..3],
+        ["kubernetes.io/tls", "2"],
+        "{table}"
+    );
+    let yaml = server.ok(&["get", "secret", "creds", "-o", "yaml"]);
+    for line in ["  password: czNjcjN0", "  user: YWRtaW4=", "type: Opaque"] {
+        assert!(yaml.lines().any(|l| l == line), "{line} missing:\n{yaml}");
+    }
+    let tls: serde_json::Value =
+        serde_json::from_str(&server.ok(&["get", "secret", "web-tls", "-o", "json"]))
+            .expect("json");
+    let stored_cert = tls["data"]["tls.crt"].as_str().expect("tls.crt");
+    assert_eq!(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, stored_cert)
+            .expect("base64"),
+        pair.cert.pem().into_bytes()
+    );
+
+    let app = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\ndata:\n  id: MQ==\nstringData:\n  token: abc123\n";
+    let manifest = server.file("app.yaml", app);
+    assert_eq!(
+        server.ok(&["apply", "-f", &manifest]),
+        "secret/app created\n"
+    );
+    let get_app = || -> serde_json::Value {
+        serde_json::from_str(&server.ok(&["get", "secret", "app", "-o", "json"])).expect("json")
+    };
+    let applied = get_app();
+    assert_eq!(
+        applied["data"],
+        serde_json::json!({"id": "MQ==", "token": "YWJjMTIz"})
+    );
+    assert_eq!(applied["type"], "Opaque");
+    assert!(applied.get("stringData").is_none(), "{applied}");
+    let manifest = server.file("app.yaml", &app.replace("abc123", "def456"));
+    assert_eq!(
+        server.ok(&["apply", "-f", &manifest]),
+        "secret/app configured\n"
+    );
+    let reapplied = get_app();
+    assert_eq!(reapplied["data"]["token"], "ZGVmNDU2");
+    assert!(reapplied.get("stringData").is_none(), "{reapplied}");
+
+    let broken = server.file(
+        "broken.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: broken\ntype: kubernetes.io/tls\ndata:\n  tls.crt: Y2VydA==\n",
+    );
+    let err = server.fails(&["apply", "-f", &broken, "--v=6"]);
+    assert!(err.contains("422 Unprocessable Entity"), "{err}");
+    assert!(
+        err.contains("The Secret \"broken\" is invalid: data[tls.key]: Required value"),
+        "{err}"
+    );
+    assert!(server
+        .fails(&["get", "secret", "broken"])
+        .contains("secrets \"broken\" not found"));
+}
+
+#[test]
 fn get_pods_watch_prints_events_as_they_happen() {
     let server = ApiServer::start();
     let mut watch = server
