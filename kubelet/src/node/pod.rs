@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, EnvVar, HostIP, Pod, PodCondition, PodIP, PodStatus,
-    Probe,
+    Probe, Secret,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -761,6 +761,7 @@ impl Runner {
             ]);
         }
         let configmaps: Api<ConfigMap> = Api::namespaced(self.context.client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.context.client.clone(), &namespace);
         for from in spec.env_from.iter().flatten() {
             if let Some(cm) = &from.config_map_ref {
                 match configmaps
@@ -778,8 +779,21 @@ impl Runner {
                     None => return Err(format!("configmap \"{}\" not found", cm.name)),
                 }
             }
-            if from.secret_ref.is_some() {
-                return Err("secrets are not served by kubesim".into());
+            if let Some(secret) = &from.secret_ref {
+                match secrets
+                    .get_opt(&secret.name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Some(found) => {
+                        let prefix = from.prefix.clone().unwrap_or_default();
+                        for (k, v) in found.data.unwrap_or_default() {
+                            set(&mut env, format!("{prefix}{k}"), secret_text(&v));
+                        }
+                    }
+                    None if secret.optional == Some(true) => {}
+                    None => return Err(format!("secret \"{}\" not found", secret.name)),
+                }
             }
         }
         let ip = self
@@ -788,7 +802,9 @@ impl Runner {
             .map(|s| s.ip.to_string())
             .unwrap_or_default();
         for var in spec.env.iter().flatten() {
-            let value = self.env_value(var, &configmaps, &ip, &env).await?;
+            let value = self
+                .env_value(var, (&configmaps, &secrets), &ip, &env)
+                .await?;
             if let Some(value) = value {
                 set(&mut env, var.name.clone(), value);
             }
@@ -799,7 +815,7 @@ impl Runner {
     async fn env_value(
         &self,
         var: &EnvVar,
-        configmaps: &Api<ConfigMap>,
+        (configmaps, secrets): (&Api<ConfigMap>, &Api<Secret>),
         pod_ip: &str,
         env: &[(String, String)],
     ) -> Result<Option<String>, String> {
@@ -862,12 +878,22 @@ impl Runner {
                 )),
             };
         }
-        if from
-            .secret_key_ref
-            .as_ref()
-            .is_some_and(|s| s.optional != Some(true))
-        {
-            return Err("secrets are not served by kubesim".into());
+        if let Some(key) = &from.secret_key_ref {
+            let found = secrets
+                .get_opt(&key.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let value = found.and_then(|s| s.data.and_then(|d| d.get(&key.key).map(secret_text)));
+            return match (value, key.optional) {
+                (Some(v), _) => Ok(Some(v)),
+                (None, Some(true)) => Ok(None),
+                (None, _) => Err(format!(
+                    "couldn't find key {} in Secret {}/{}",
+                    key.key,
+                    pod.namespace().unwrap_or_default(),
+                    key.name
+                )),
+            };
         }
         Ok(None)
     }
@@ -1376,4 +1402,9 @@ async fn finish_deletion(context: &Context, pod: &Pod) {
         }
     }
     tracing::info!(pod = %name, "deleted");
+}
+
+/// A Secret's value as an environment variable holds it: its bytes as text.
+fn secret_text(value: &k8s_openapi::ByteString) -> String {
+    String::from_utf8_lossy(&value.0).into_owned()
 }

@@ -47,6 +47,15 @@ spec:
     - name: TIER
       valueFrom: {fieldRef: {fieldPath: "metadata.labels['tier']"}}
     - {name: GREETING, value: "hello from $(TIER)"}
+    - name: PASSWORD
+      valueFrom: {secretKeyRef: {name: creds, key: password}}
+    envFrom:
+    - {secretRef: {name: creds}, prefix: CREDS_}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: s3cret, user: admin}
 ---
 apiVersion: v1
 kind: Pod
@@ -121,9 +130,9 @@ fn a_pods_life_on_a_real_node() {
         "--",
         "sh",
         "-c",
-        "echo $MY_IP/$GREETING/$HOSTNAME",
+        "echo $MY_IP/$GREETING/$HOSTNAME/$PASSWORD/$CREDS_user",
     ]);
-    assert_eq!(env.trim(), format!("{ip}/hello from demo/env"));
+    assert_eq!(env.trim(), format!("{ip}/hello from demo/env/s3cret/admin"));
 
     let terminal = Command::new("script")
         .args([
