@@ -68,6 +68,11 @@ fn lab_07_vxlan() {
     lab("07-vxlan.yaml");
 }
 
+#[test]
+fn lab_08_loadbalancer() {
+    lab("08-loadbalancer.yaml");
+}
+
 const BROKEN: &str = r#"
 name: broken on purpose
 cluster: {nodes: 1, dns: false}
