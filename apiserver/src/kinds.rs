@@ -20,6 +20,11 @@ use crate::{AppState, SharedState};
 
 const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 const SERVICES_PREFIX: &str = "/registry/core/services/";
+const INGRESS_CLASSES_PREFIX: &str = "/registry/networking.k8s.io/ingressclasses/";
+/// The annotation that makes an IngressClass the cluster's default.
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+/// The deprecated class annotation, which an Ingress may carry instead of a class name.
+const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 
 fn resource(kind: &str) -> &'static Resource {
     resources::by_kind(kind).expect("built-in kind is in the resource table")
@@ -202,6 +207,58 @@ pub fn check_namespace_open(txn: &Txn<'_>, res: &Resource, namespace: &str) -> R
         }
         Some(_) => Ok(()),
     }
+}
+
+/// The DefaultIngressClass admission plugin: an Ingress created with neither
+/// `spec.ingressClassName` nor the `kubernetes.io/ingress.class` annotation gets the
+/// default IngressClass (annotated `ingressclass.kubernetes.io/is-default-class:
+/// "true"`); with several defaults, the most recently created, as upstream picks.
+pub fn admit_create(txn: &Txn<'_>, res: &Resource, obj: &mut Value) -> Result<()> {
+    if res.kind != "Ingress" {
+        return Ok(());
+    }
+    let has_class = obj
+        .pointer("/spec/ingressClassName")
+        .is_some_and(|c| !c.is_null());
+    let annotated = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .is_some_and(|a| a.contains_key(CLASS_ANNOTATION));
+    if has_class || annotated {
+        return Ok(());
+    }
+    let default = txn
+        .list(INGRESS_CLASSES_PREFIX)?
+        .into_iter()
+        .filter(|class| {
+            class
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+                .and_then(Value::as_str)
+                == Some("true")
+        })
+        .max_by(|a, b| {
+            let created = |c: &Value| {
+                c.pointer("/metadata/creationTimestamp")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| objects::name(b).cmp(objects::name(a)))
+        });
+    if let Some(class) = default {
+        let name = objects::name(&class).to_owned();
+        if let Some(spec) = obj
+            .as_object_mut()
+            .map(|o| o.entry("spec").or_insert_with(|| json!({})))
+            .and_then(Value::as_object_mut)
+        {
+            spec.insert("ingressClassName".into(), json!(name));
+        }
+    }
+    Ok(())
 }
 
 /// The specs of the stored Services, `(namespace, name)` → spec, as of the committed

@@ -574,4 +574,66 @@ mod tests {
         let put = &v2["paths"]["/api/v1/namespaces/{namespace}/secrets/{name}"]["put"];
         assert_eq!(put["x-kubernetes-group-version-kind"], secret);
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ingresses_without_a_class_get_the_default_ingress_class() {
+        let (_dir, state) = state().await;
+        let json = [("content-type", "application/json")];
+        let classes = "/apis/networking.k8s.io/v1/ingressclasses";
+        for (name, default) in [("old", true), ("other", false), ("nginx", true)] {
+            let mut class = json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                "metadata": {"name": name},
+                "spec": {"controller": "k8s.io/ingress-nginx"},
+            });
+            if default {
+                class["metadata"]["annotations"] =
+                    json!({"ingressclass.kubernetes.io/is-default-class": "true"});
+            }
+            let (code, _, body) = call(&state, "POST", classes, Some(class), &json).await;
+            assert_eq!(code, StatusCode::CREATED, "{body}");
+            if name == "old" {
+                // Creation timestamps have seconds: "nginx" is created later.
+                tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            }
+        }
+        let uri = "/apis/networking.k8s.io/v1/namespaces/default/ingresses";
+        let ingress = |name: &str, class: Option<&str>, annotations: Value| {
+            let mut ing = json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": name, "annotations": annotations},
+                "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}},
+            });
+            if let Some(class) = class {
+                ing["spec"]["ingressClassName"] = json!(class);
+            }
+            ing
+        };
+        let (code, _, plain) = call(
+            &state,
+            "POST",
+            uri,
+            Some(ingress("plain", None, json!({}))),
+            &json,
+        )
+        .await;
+        assert_eq!(code, StatusCode::CREATED, "{plain}");
+        assert_eq!(
+            plain["spec"]["ingressClassName"], "nginx",
+            "the newest default"
+        );
+        let named = ingress("named", Some("other"), json!({}));
+        let (_, _, named) = call(&state, "POST", uri, Some(named), &json).await;
+        assert_eq!(named["spec"]["ingressClassName"], "other");
+        let annotated = ingress(
+            "annotated",
+            None,
+            json!({"kubernetes.io/ingress.class": "traefik"}),
+        );
+        let (_, _, annotated) = call(&state, "POST", uri, Some(annotated), &json).await;
+        assert!(
+            annotated["spec"].get("ingressClassName").is_none(),
+            "{annotated}"
+        );
+    }
 }

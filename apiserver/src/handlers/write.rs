@@ -216,6 +216,7 @@ pub fn create_in(
     if txn.get(&key)?.is_some() {
         return Err(ApiError::already_exists(res, &name));
     }
+    kinds::admit_create(txn, res, &mut obj)?;
     kinds::allocate(ctx.state, txn, res, &mut obj, None)?;
     invalid(res, &obj, api::validation::validate_create(res.kind, &obj))?;
     let meta = meta_mut(&mut obj);
