@@ -1847,7 +1847,7 @@ mod tests {
 
     /// A Deployment `web` of image v2 (4 replicas, RollingUpdate 25%/25%, generation 2,
     /// deadline 600 s, history 10) changed by `key=value` words: `replicas`, `image`,
-    /// `surge`, `unavailable`, `recreate`, `paused`, `history`, `deadline`,
+    /// `surge`, `unavailable`, `recreate`, `paused`, `history`, `deadline`, `minready`,
     /// `cause` (the change-cause annotation), `revision`; and the stored status from
     /// `status.replicas`, `status.updated`, `status.available` (also ready),
     /// `status.observed` and `progressing=<reason>@<second>`, with the Available
@@ -1913,6 +1913,7 @@ mod tests {
                 "paused" => spec.paused = Some(true),
                 "history" => spec.revision_history_limit = Some(number()),
                 "deadline" => spec.progress_deadline_seconds = Some(number()),
+                "minready" => spec.min_ready_seconds = Some(number()),
                 "cause" => set_annotation(&mut meta, "kubernetes.io/change-cause", value.into()),
                 "revision" => set_annotation(&mut meta, REVISION, value.into()),
                 "progressing" => {
@@ -1956,10 +1957,11 @@ mod tests {
 
     /// A ReplicaSet of `d` for `image=<image>`, described by `replicas`, `actual`
     /// (default: replicas), `available` (default: actual), `revision`, `created`,
-    /// `desired`, `max`, `orphan`, `deleting`.
+    /// `desired`, `max`, `minready` (default: 0), `orphan`, `deleting`.
     fn replica_set(d: &Deployment, text: &str) -> Arc<ReplicaSet> {
         let mut image = "v1";
         let (mut replicas, mut actual, mut available) = (0, None, None);
+        let mut min_ready = 0;
         let mut meta = ObjectMeta {
             namespace: Some("default".into()),
             owner_references: Some(vec![controller_ref(d)]),
@@ -1979,6 +1981,7 @@ mod tests {
                 "desired" => set_annotation(&mut meta, DESIRED_REPLICAS, value.into()),
                 "max" => set_annotation(&mut meta, MAX_REPLICAS, value.into()),
                 "created" => meta.creation_timestamp = Some(Time(at(number().into()))),
+                "minready" => min_ready = number(),
                 "orphan" => meta.owner_references = None,
                 "deleting" => meta.deletion_timestamp = Some(Time(at(0))),
                 other => panic!("unknown replica set word {other}"),
@@ -2006,7 +2009,7 @@ mod tests {
                     ..LabelSelector::default()
                 },
                 template: Some(template),
-                min_ready_seconds: Some(0),
+                min_ready_seconds: Some(min_ready),
             }),
             status: Some(ReplicaSetStatus {
                 replicas: actual,
@@ -2018,6 +2021,13 @@ mod tests {
         })
     }
 
+    fn min_ready_of(rs: &ReplicaSet) -> i32 {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+
     fn image_of(rs: &ReplicaSet) -> String {
         template_of(rs)
             .and_then(|t| t.spec.as_ref())
@@ -2026,8 +2036,9 @@ mod tests {
             .unwrap_or_default()
     }
 
-    /// The plan in words: `create v2 replicas=1 revision=2`, `update v1 replicas 4->3`,
-    /// `delete v1`, `revision 2`, `status replicas=… Progressing=<reason>`.
+    /// The plan in words: `create v2 replicas=1 revision=2` (with `minReadySeconds=<n>`
+    /// when not 0), `update v1 replicas 4->3` (and `minReadySeconds 0->3` when it
+    /// changes), `delete v1`, `revision 2`, `status replicas=… Progressing=<reason>`.
     fn render(plan: &Plan, rss: &[Arc<ReplicaSet>]) -> Vec<String> {
         let mut known: HashMap<String, ReplicaSet> = rss
             .iter()
@@ -2041,18 +2052,25 @@ mod tests {
                 Write::ReleaseReplicaSet { name, .. } => format!("release {}", image_of(&known[name])),
                 Write::CreateReplicaSet(rs) => {
                     known.insert(rs.name_any(), (**rs).clone());
-                    format!(
+                    let mut line = format!(
                         "create {} replicas={} revision={}",
                         image_of(rs),
                         spec_replicas(rs),
                         annotation(&rs.metadata, REVISION).unwrap_or_default()
-                    )
+                    );
+                    if min_ready_of(rs) != 0 {
+                        line.push_str(&format!(" minReadySeconds={}", min_ready_of(rs)));
+                    }
+                    line
                 }
                 Write::UpdateReplicaSet(rs) => {
                     let before = known.insert(rs.name_any(), (**rs).clone()).expect("known replica set");
                     let mut parts = vec![format!("update {}", image_of(rs))];
                     if spec_replicas(&before) != spec_replicas(rs) {
                         parts.push(format!("replicas {}->{}", spec_replicas(&before), spec_replicas(rs)));
+                    }
+                    if min_ready_of(&before) != min_ready_of(rs) {
+                        parts.push(format!("minReadySeconds {}->{}", min_ready_of(&before), min_ready_of(rs)));
                     }
                     for key in [REVISION, REVISION_HISTORY] {
                         let (old, new) = (annotation(&before.metadata, key), annotation(&rs.metadata, key));
@@ -2490,6 +2508,54 @@ mod tests {
             &[
                 "update v1 replicas 4->5",
                 "status replicas=4 updated=0 ready=4 available=4 unavailable=1 observed=2 Available=MinimumReplicasAvailable Progressing=DeploymentPaused(Unknown)",
+            ],
+        );
+    }
+
+    #[test]
+    fn min_ready_seconds_goes_to_the_new_replica_set() {
+        // A new ReplicaSet is created with the Deployment's minReadySeconds.
+        check(
+            &format!("minready=3 {COMPLETE_V1}"),
+            &["image=v1 replicas=4 revision=1"],
+            &[
+                "create v2 replicas=1 revision=2 minReadySeconds=3",
+                "revision 2",
+                "update v1 replicas 4->3",
+                "status replicas=4 updated=0 ready=4 available=4 unavailable=0 observed=2 Available=MinimumReplicasAvailable Progressing=NewReplicaSetCreated",
+            ],
+        );
+        // A changed minReadySeconds updates the current ReplicaSet in place (no new
+        // revision), and only that one: old ReplicaSets keep theirs.
+        let done = "revision=2 status.replicas=4 status.updated=4 status.available=4 status.observed=2 progressing=NewReplicaSetAvailable@0";
+        check(
+            &format!("minready=3 {done}"),
+            &[
+                "image=v1 replicas=0 revision=1",
+                "image=v2 replicas=4 revision=2 desired=4 max=5",
+            ],
+            &["update v2 minReadySeconds 0->3"],
+        );
+        check(
+            &format!("minready=3 {done}"),
+            &[
+                "image=v1 replicas=0 revision=1",
+                "image=v2 replicas=4 revision=2 desired=4 max=5 minready=3",
+            ],
+            &[],
+        );
+        // Back to 0, and also while paused.
+        check(
+            done,
+            &["image=v2 replicas=4 revision=2 desired=4 max=5 minready=5"],
+            &["update v2 minReadySeconds 5->0"],
+        );
+        check(
+            &format!("paused minready=2 {done}"),
+            &["image=v2 replicas=4 revision=2 desired=4 max=5"],
+            &[
+                "update v2 minReadySeconds 0->2",
+                "status replicas=4 updated=4 ready=4 available=4 unavailable=0 observed=2 Available=MinimumReplicasAvailable Progressing=DeploymentPaused(Unknown)",
             ],
         );
     }

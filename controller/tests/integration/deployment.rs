@@ -425,6 +425,67 @@ async fn replicaset_counts_pods_available_after_min_ready_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_min_ready_seconds_reaches_its_replicaset_and_delays_availability() {
+    let cluster = start().await;
+    let client = cluster.client.clone();
+    let api = Api::<Deployment>::default_namespaced(client.clone());
+    let mut slow = deployment("slow", 2, "nginx:1", json!({"type": "RollingUpdate"}));
+    if let Some(spec) = slow.spec.as_mut() {
+        spec.min_ready_seconds = Some(3);
+    }
+    api.create(&PostParams::default(), &slow)
+        .await
+        .expect("create deployment");
+
+    let min_ready = |rs: &ReplicaSet| rs.spec.as_ref().and_then(|s| s.min_ready_seconds);
+    let rs = eventually(30, || async {
+        replica_sets(&client, "slow").await.remove("nginx:1")
+    })
+    .await
+    .expect("a ReplicaSet for the Deployment");
+    assert_eq!(min_ready(&rs), Some(3), "{:?}", rs.spec);
+
+    // Both pods Ready, neither yet available: the Deployment counts them apart.
+    let counts = || async {
+        let status = api.get("slow").await.ok()?.status?;
+        Some((
+            status.ready_replicas.unwrap_or(0),
+            status.available_replicas.unwrap_or(0),
+        ))
+    };
+    let ready_only = eventually(30, || async { counts().await.filter(|c| c.0 == 2) }).await;
+    assert_eq!(
+        ready_only,
+        Some((2, 0)),
+        "ready but not yet available for 3 s"
+    );
+    wait_rolled_out(&client, "slow", "nginx:1", 2).await;
+
+    // Changing minReadySeconds updates the same ReplicaSet: no new revision.
+    let patch = json!({"spec": {"minReadySeconds": 0}});
+    api.patch("slow", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("patch deployment");
+    let updated = eventually(30, || async {
+        let rss = replica_sets(&client, "slow").await;
+        rss.get("nginx:1")
+            .is_some_and(|rs| min_ready(rs) == Some(0))
+            .then_some(())
+    })
+    .await;
+    let rss = replica_sets(&client, "slow").await;
+    assert!(
+        updated.is_some(),
+        "the ReplicaSet kept its minReadySeconds: {rss:?}"
+    );
+    assert_eq!(rss.len(), 1, "{rss:?}");
+    assert_eq!(
+        annotation(&rss["nginx:1"].metadata, REVISION).as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_respects_max_surge_and_max_unavailable() {
     let cluster = start().await;
     let client = cluster.client.clone();
