@@ -367,7 +367,11 @@ mod tests {
             .filter(|n| announced_by(n, None, std::slice::from_ref(&svc), &all, &[]).contains(&ip))
             .map(|n| n.to_string())
             .collect();
-        assert_eq!(owners, std::slice::from_ref(&first), "exactly one node announces");
+        assert_eq!(
+            owners,
+            std::slice::from_ref(&first),
+            "exactly one node announces"
+        );
         let survivors: Vec<Node> = all
             .iter()
             .filter(|n| n.name_any() != first)

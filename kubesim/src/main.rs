@@ -80,6 +80,9 @@ enum Command {
     /// Run the cluster DNS: the Kubernetes DNS specification as CoreDNS's kubernetes
     /// plugin answers it, configured by the Corefile in ConfigMap kube-system/coredns.
     Dns(DnsArgs),
+    /// Run the ingress controller: Ingresses served as ingress-nginx serves them, with
+    /// its flags, proxied straight to the Services' ready endpoints.
+    Ingress(IngressArgs),
     /// Run as a CNI plugin: reads CNI_* variables and the network configuration on stdin,
     /// as any CNI runtime calls it.
     Cni,
@@ -210,6 +213,65 @@ struct DnsArgs {
     /// ConfigMap kube-system/coredns has no Corefile; none by default (SERVFAIL).
     #[arg(long)]
     upstream: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct IngressArgs {
+    /// The kubeconfig of the apiserver; without it, the in-cluster configuration.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The `spec.controller` of the IngressClasses this controller serves.
+    #[arg(long, default_value = ingress::class::DEFAULT_CONTROLLER)]
+    controller_class: String,
+    /// The value of the deprecated `kubernetes.io/ingress.class` annotation served.
+    #[arg(long, default_value = ingress::class::DEFAULT_INGRESS_CLASS)]
+    ingress_class: String,
+    /// Also serve Ingresses that name no class.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    watch_ingress_without_class: bool,
+    /// The Service (NAMESPACE/NAME) whose addresses go into the Ingresses' status.
+    #[arg(long)]
+    publish_service: Option<ingress::Key>,
+    /// Addresses (comma-separated) for the Ingresses' status, instead of
+    /// --publish-service's.
+    #[arg(long, value_delimiter = ',')]
+    publish_status_address: Vec<String>,
+    /// The Service (NAMESPACE/NAME) answering requests no rule matches (else 404).
+    #[arg(long)]
+    default_backend_service: Option<ingress::Key>,
+    /// The TLS Secret (NAMESPACE/NAME) for names no Ingress covers (else a self-signed
+    /// fake certificate).
+    #[arg(long)]
+    default_ssl_certificate: Option<ingress::Key>,
+    #[arg(long, default_value_t = 80)]
+    http_port: u16,
+    #[arg(long, default_value_t = 443)]
+    https_port: u16,
+    /// Where GET /healthz is served.
+    #[arg(long, default_value_t = 10254)]
+    healthz_port: u16,
+    /// Seconds to wait for a connection to an endpoint.
+    #[arg(long, default_value_t = 5)]
+    proxy_connect_timeout: u64,
+    /// Seconds to wait for an endpoint's response, and between two reads of it.
+    #[arg(long, default_value_t = 60)]
+    proxy_read_timeout: u64,
+    /// Accepted for ingress-nginx's manifests and ignored: one replica needs no election.
+    #[arg(long)]
+    election_id: Option<String>,
+    /// Accepted for ingress-nginx's manifests and ignored: no ConfigMap settings.
+    #[arg(long)]
+    configmap: Option<String>,
+    /// Accepted for ingress-nginx's manifests and ignored: no admission webhook.
+    #[arg(long)]
+    validating_webhook: Option<String>,
+    #[arg(long)]
+    validating_webhook_certificate: Option<String>,
+    #[arg(long)]
+    validating_webhook_key: Option<String>,
+    /// Accepted for ingress-nginx's manifests and ignored.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    enable_metrics: Option<String>,
 }
 
 /// A duration as kube-proxy's flags take it: `500ms`, `1s`, `2m`.
@@ -655,6 +717,7 @@ fn serve(command: Command) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Dns(args) => run_dns(args).await,
+            Command::Ingress(args) => run_ingress(args).await,
             Command::Cni
             | Command::Pause(_)
             | Command::Nsenter(_)
@@ -818,10 +881,22 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The client of a component started without `--kubeconfig`: in a pod (where
+/// `KUBERNETES_SERVICE_HOST` is set), the in-cluster configuration, as client-go's
+/// `InClusterConfig` reads it; a kubesim pod sees the host's files, and a kubeconfig
+/// there (which `kubesim up` writes) names a server the pod cannot reach. Elsewhere,
+/// kube-rs's usual inference.
+async fn in_cluster_client() -> anyhow::Result<kube::Client> {
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return Ok(kube::Client::try_from(kube::Config::incluster()?)?);
+    }
+    Ok(kube::Client::try_default().await?)
+}
+
 async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     let client = match &args.kubeconfig {
         Some(path) => client(path).await?,
-        None => kube::Client::try_default().await?,
+        None => in_cluster_client().await?,
     };
     let mut config = coredns_lite::Config::for_zone(&args.zone)?;
     config.ttl = args.ttl;
@@ -846,6 +921,55 @@ async fn run_dns(args: DnsArgs) -> anyhow::Result<()> {
     }
 }
 
+async fn run_ingress(args: IngressArgs) -> anyhow::Result<()> {
+    let client = match &args.kubeconfig {
+        Some(path) => client(path).await?,
+        None => in_cluster_client().await?,
+    };
+    for (flag, value) in [
+        ("--election-id", &args.election_id),
+        ("--configmap", &args.configmap),
+        ("--validating-webhook", &args.validating_webhook),
+        (
+            "--validating-webhook-certificate",
+            &args.validating_webhook_certificate,
+        ),
+        ("--validating-webhook-key", &args.validating_webhook_key),
+        ("--enable-metrics", &args.enable_metrics),
+    ] {
+        if let Some(value) = value {
+            tracing::info!(flag, value = value.as_str(), "ignored");
+        }
+    }
+    let publish = match (args.publish_status_address.is_empty(), args.publish_service) {
+        (false, _) => ingress::Publish::Addresses(args.publish_status_address),
+        (true, Some(service)) => ingress::Publish::Service(service),
+        (true, None) => ingress::Publish::Nothing,
+    };
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let options = ingress::Options {
+        http: (any, args.http_port).into(),
+        https: (any, args.https_port).into(),
+        healthz: (any, args.healthz_port).into(),
+        class: ingress::Class {
+            controller: args.controller_class,
+            ingress_class: args.ingress_class,
+            watch_without_class: args.watch_ingress_without_class,
+        },
+        default_backend: args.default_backend_service,
+        default_certificate: args.default_ssl_certificate,
+        publish,
+        timeouts: ingress::Timeouts {
+            connect: std::time::Duration::from_secs(args.proxy_connect_timeout),
+            read: std::time::Duration::from_secs(args.proxy_read_timeout),
+        },
+    };
+    tokio::select! {
+        result = ingress::run(client, options) => Ok(result?),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
 async fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     let config = apiserver::Config {
         data_dir: args.data_dir,
@@ -863,4 +987,68 @@ async fn run_apiserver(args: ApiserverArgs) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     running.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingress_args(flags: &[&str]) -> Result<IngressArgs, clap::Error> {
+        let argv = ["kubesim", "ingress"].iter().chain(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Ingress(args) => Ok(args),
+            _ => panic!("not the ingress command"),
+        }
+    }
+
+    #[test]
+    fn ingress_takes_the_flags_of_ingress_nginx_s_manifests() {
+        let args = ingress_args(&[
+            "--publish-service=ingress-nginx/ingress-nginx-controller",
+            "--election-id=ingress-nginx-leader",
+            "--controller-class=k8s.io/ingress-nginx",
+            "--ingress-class=nginx",
+            "--configmap=ingress-nginx/ingress-nginx-controller",
+            "--validating-webhook=:8443",
+            "--validating-webhook-certificate=/usr/local/certificates/cert",
+            "--validating-webhook-key=/usr/local/certificates/key",
+            "--enable-metrics=false",
+            "--watch-ingress-without-class=true",
+            "--publish-status-address=localhost,192.0.2.1",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.publish_service,
+            Some(ingress::Key::new(
+                "ingress-nginx",
+                "ingress-nginx-controller"
+            ))
+        );
+        assert!(args.watch_ingress_without_class);
+        assert_eq!(args.publish_status_address, ["localhost", "192.0.2.1"]);
+        assert_eq!(args.election_id.as_deref(), Some("ingress-nginx-leader"));
+
+        let defaults = ingress_args(&[]).unwrap();
+        assert!(!defaults.watch_ingress_without_class);
+        assert_eq!(
+            (
+                defaults.http_port,
+                defaults.https_port,
+                defaults.healthz_port
+            ),
+            (80, 443, 10254)
+        );
+        assert_eq!(
+            (defaults.proxy_connect_timeout, defaults.proxy_read_timeout),
+            (5, 60)
+        );
+        assert_eq!(defaults.controller_class, "k8s.io/ingress-nginx");
+        assert_eq!(defaults.ingress_class, "nginx");
+        assert!(
+            ingress_args(&["--watch-ingress-without-class"])
+                .unwrap()
+                .watch_ingress_without_class
+        );
+        assert!(ingress_args(&["--default-backend-service=just-a-name"]).is_err());
+    }
 }

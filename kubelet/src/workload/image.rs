@@ -49,6 +49,12 @@ impl ImageRef {
         }
     }
 
+    /// Whether this is `repository` (its full path) in `registry`, whatever the tag
+    /// or digest.
+    pub(crate) fn is(&self, registry: &str, repository: &str) -> bool {
+        self.registry.as_deref() == Some(registry) && self.repository == repository
+    }
+
     /// The last component of the repository path (`nginx` for `docker.io/library/nginx`).
     pub(crate) fn name(&self) -> &str {
         self.repository
@@ -111,6 +117,13 @@ mod tests {
         assert_eq!(parsed.repository, "nginx");
         assert_eq!(parsed.tag, None);
         assert_eq!(parsed.digest.as_deref(), Some(digest));
+        let parsed = ImageRef::parse(&format!(
+            "registry.k8s.io/ingress-nginx/controller:v1.12.1@{digest}"
+        ));
+        assert!(parsed.is("registry.k8s.io", "ingress-nginx/controller"));
+        assert!(!parsed.is("registry.k8s.io", "controller"));
+        assert!(!ImageRef::parse("ingress-nginx/controller")
+            .is("registry.k8s.io", "ingress-nginx/controller"));
         let parsed = ImageRef::parse(&format!("quay.io:443/org/nginx:1.27.1@{digest}"));
         assert_eq!(parsed.registry.as_deref(), Some("quay.io:443"));
         assert_eq!(parsed.name(), "nginx");

@@ -26,8 +26,14 @@ use self::image::ImageRef;
 
 /// The images (and the escape hatch) kubesim runs, as [`Unsupported`] lists them.
 const SUPPORTED: &str = "nginx*, registry.k8s.io/e2e-test-images/agnhost:*, \
-                         registry.k8s.io/coredns/coredns:*, busybox*, alpine*, curlimages/curl*, \
-                         or any container with command";
+                         registry.k8s.io/coredns/coredns:*, \
+                         registry.k8s.io/ingress-nginx/controller:*, busybox*, alpine*, \
+                         curlimages/curl*, or any container with command";
+
+/// The registry and repository of ingress-nginx's controller image.
+const INGRESS_NGINX: (&str, &str) = ("registry.k8s.io", "ingress-nginx/controller");
+/// The controller binary the image's manifests name as their first argument.
+const INGRESS_NGINX_BINARY: &str = "/nginx-ingress-controller";
 
 /// The process to start for a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +43,8 @@ pub enum Invocation {
     Builtin(Vec<String>),
     /// A kubesim component run as the pod's process, the arguments of `kubesim`:
     /// `["dns"]` for the CoreDNS image (the cluster DNS reads its Corefile from the
-    /// `coredns` ConfigMap, so CoreDNS's `-conf` argument is not needed).
+    /// `coredns` ConfigMap, so CoreDNS's `-conf` argument is not needed);
+    /// `["ingress", "--publish-service=…", …]` for ingress-nginx's controller image.
     Component(Vec<String>),
     /// A host command, `command` and `args` composed as a container runtime composes
     /// them with the image's entrypoint.
@@ -64,7 +71,10 @@ pub struct Unsupported {
 /// - `agnhost`: the built-in agnhost with `args`, or `pause` (the image's default);
 /// - `busybox`, `alpine`: `args` on the host, or the image's shell (`sh`, `/bin/sh`);
 /// - `curl` (`curlimages/curl`): `curl` with `args`, unless the first argument is a
-///   command (a path or a bare word such as `sh`), which its entrypoint then runs.
+///   command (a path or a bare word such as `sh`), which its entrypoint then runs;
+/// - `coredns`: `kubesim dns`;
+/// - `registry.k8s.io/ingress-nginx/controller`: `kubesim ingress` with `args`, less
+///   the leading `/nginx-ingress-controller` the manifests pass.
 pub fn resolve(container: &Container) -> Result<Invocation, Unsupported> {
     let image_name = container.image.as_deref().unwrap_or_default();
     let image = ImageRef::parse(image_name);
@@ -83,6 +93,9 @@ pub fn resolve(container: &Container) -> Result<Invocation, Unsupported> {
         "alpine" => Ok(shell_image(command, args, "/bin/sh")),
         "curl" => Ok(curl(command, args)),
         "coredns" if command.is_empty() => Ok(Invocation::Component(vec!["dns".to_owned()])),
+        _ if command.is_empty() && image.is(INGRESS_NGINX.0, INGRESS_NGINX.1) => {
+            Ok(ingress_controller(args))
+        }
         _ if !command.is_empty() => Ok(host(command, args)),
         _ => Err(Unsupported {
             message: format!(
@@ -90,6 +103,18 @@ pub fn resolve(container: &Container) -> Result<Invocation, Unsupported> {
             ),
         }),
     }
+}
+
+fn ingress_controller(args: Vec<String>) -> Invocation {
+    let flags = match args.split_first() {
+        Some((binary, rest)) if binary == INGRESS_NGINX_BINARY => rest,
+        _ => &args[..],
+    };
+    Invocation::Component(
+        std::iter::once("ingress".to_string())
+            .chain(flags.iter().cloned())
+            .collect(),
+    )
 }
 
 fn host(command: Vec<String>, args: Vec<String>) -> Invocation {
@@ -459,7 +484,8 @@ mod tests {
             err.to_string(),
             "image \"foo:1\" is not one kubesim can run; supported: nginx*, \
              registry.k8s.io/e2e-test-images/agnhost:*, registry.k8s.io/coredns/coredns:*, \
-             busybox*, alpine*, curlimages/curl*, or any container with command"
+             registry.k8s.io/ingress-nginx/controller:*, busybox*, alpine*, \
+             curlimages/curl*, or any container with command"
         );
         assert_eq!(
             resolve(&container(
@@ -470,6 +496,72 @@ mod tests {
             Ok(Invocation::Component(vec!["dns".to_owned()]))
         );
         assert!(resolve(&container("python:3.12", &[], &["app.py"])).is_err());
+    }
+
+    #[test]
+    fn ingress_nginx_controller_runs_kubesim_ingress() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let args = [
+            "/nginx-ingress-controller",
+            "--publish-service=$(POD_NAMESPACE)/ingress-nginx-controller",
+            "--election-id=ingress-nginx-leader",
+            "--controller-class=k8s.io/ingress-nginx",
+            "--ingress-class=nginx",
+        ];
+        let mut c = container(
+            &format!("registry.k8s.io/ingress-nginx/controller:v1.12.1@{digest}"),
+            &[],
+            &args,
+        );
+        c.env = Some(vec![EnvVar {
+            name: "POD_NAMESPACE".into(),
+            value: Some("ingress-nginx".into()),
+            ..EnvVar::default()
+        }]);
+        assert_eq!(
+            resolve(&c),
+            Ok(Invocation::Component(strings(&[
+                "ingress",
+                "--publish-service=ingress-nginx/ingress-nginx-controller",
+                "--election-id=ingress-nginx-leader",
+                "--controller-class=k8s.io/ingress-nginx",
+                "--ingress-class=nginx",
+            ])))
+        );
+        for image in [
+            "registry.k8s.io/ingress-nginx/controller",
+            "registry.k8s.io/ingress-nginx/controller:v1.11.3",
+        ] {
+            check(
+                image,
+                &[],
+                &["--watch-ingress-without-class=true"],
+                Ok(Invocation::Component(strings(&[
+                    "ingress",
+                    "--watch-ingress-without-class=true",
+                ]))),
+            );
+            check(
+                image,
+                &[],
+                &[],
+                Ok(Invocation::Component(strings(&["ingress"]))),
+            );
+        }
+        check(
+            "registry.k8s.io/ingress-nginx/controller:v1.12.1",
+            &["/bin/sh", "-c"],
+            &["true"],
+            on_host(&["/bin/sh", "-c", "true"]),
+        );
+        // Another image whose last path component is `controller` is not ingress-nginx.
+        assert!(resolve(&container("example.com/team/controller:1", &[], &[])).is_err());
+        assert!(resolve(&container(
+            "registry.k8s.io/ingress-nginx/kube-webhook-certgen:v1.5.2",
+            &[],
+            &[]
+        ))
+        .is_err());
     }
 
     #[test]
