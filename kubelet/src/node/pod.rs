@@ -74,7 +74,6 @@ enum State {
 struct Slot {
     spec: Container,
     init: bool,
-    invocation: Result<Invocation, String>,
     state: State,
     last: Option<ContainerStateTerminated>,
     restarts: i32,
@@ -93,11 +92,9 @@ struct Slot {
 
 impl Slot {
     fn new(spec: Container, init: bool) -> Slot {
-        let invocation = workload::resolve(&spec).map_err(|e| e.to_string());
         Slot {
             spec,
             init,
-            invocation,
             state: State::Waiting {
                 reason: "ContainerCreating".into(),
                 message: None,
@@ -399,7 +396,9 @@ impl Runner {
             return;
         };
         let slot = &mut self.slots[index];
-        let argv = match &slot.invocation {
+        let known: std::collections::HashMap<String, String> = env.iter().cloned().collect();
+        let invocation = workload::resolve_in(&slot.spec, &known).map_err(|e| e.to_string());
+        let argv = match &invocation {
             Ok(Invocation::Builtin(args)) => {
                 let mut argv = vec![
                     self.context.opts.binary.display().to_string(),

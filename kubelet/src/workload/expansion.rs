@@ -3,9 +3,9 @@
 //! `ExpandContainerCommandAndArgs` in Kubernetes).
 //!
 //! `$(NAME)` becomes the variable's value, or stays as written when the variable is not
-//! defined; `$$` is an escaped `$`; a `$` before anything else is kept as is. Only
-//! variables with a literal `value` are known here: references to variables set through
-//! `valueFrom` or `envFrom` stay unexpanded.
+//! defined; `$$` is an escaped `$`; a `$` before anything else is kept as is.
+//! [`container_env`] knows only the variables with a literal `value`; the kubelet
+//! expands with the whole environment it computed (`valueFrom`, `envFrom` included).
 
 use std::collections::HashMap;
 

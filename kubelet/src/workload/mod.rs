@@ -76,13 +76,22 @@ pub struct Unsupported {
 /// - `registry.k8s.io/ingress-nginx/controller`: `kubesim ingress` with `args`, less
 ///   the leading `/nginx-ingress-controller` the manifests pass.
 pub fn resolve(container: &Container) -> Result<Invocation, Unsupported> {
+    resolve_in(container, &expansion::container_env(container))
+}
+
+/// [`resolve`] with `$(VAR)` references in `command` and `args` expanded from `env`,
+/// the container's whole environment as the kubelet computed it (`valueFrom` and
+/// `envFrom` variables included), as `ExpandContainerCommandAndArgs` does.
+pub fn resolve_in(
+    container: &Container,
+    env: &std::collections::HashMap<String, String>,
+) -> Result<Invocation, Unsupported> {
     let image_name = container.image.as_deref().unwrap_or_default();
     let image = ImageRef::parse(image_name);
-    let env = expansion::container_env(container);
     let expand = |list: &Option<Vec<String>>| -> Vec<String> {
         list.iter()
             .flatten()
-            .map(|item| expansion::expand(item, &env))
+            .map(|item| expansion::expand(item, env))
             .collect()
     };
     let (command, args) = (expand(&container.command), expand(&container.args));
