@@ -1,8 +1,10 @@
 //! A whole cluster on this machine, as `kubesim up` starts it and the integration
 //! tests use it: the topology's namespaces (underlay, nodes, external host), the
 //! apiserver on loopback and inside the underlay at the gateway address, the
-//! controller, and per node a kubelet, kube-proxy and flannel inside the node's
-//! namespace — each a `kubesim` process with its log under `<data dir>/logs`.
+//! controller, and per node a kubelet, kube-proxy, flannel and the load-balancer
+//! speaker inside the node's namespace — each a `kubesim` process with its log under
+//! `<data dir>/logs`; then the addons as manifests: the cluster DNS and the ingress
+//! controller.
 //!
 //! Dropping a [`Cluster`] kills its processes and removes every namespace of the
 //! cluster, also when whatever used it failed; [`Cluster::leave_running`] instead
@@ -18,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Service};
+use k8s_openapi::api::networking::v1::IngressClass;
 use kube::api::{Api, ListParams, PostParams};
 use kubelet::topology::{remove_cluster, validate_cluster_name, Topology, TopologySpec};
 use nix::sys::signal::{kill, Signal};
@@ -43,6 +46,9 @@ pub struct Spec {
     /// Install the cluster DNS (CoreDNS's Deployment and the kube-dns Service, run by
     /// `kubesim dns`) and wait until it is ready.
     pub dns: bool,
+    /// Install the ingress controller (ingress-nginx's Deployment behind a
+    /// LoadBalancer Service, run by `kubesim ingress`) and wait until it is ready.
+    pub ingress: bool,
 }
 
 /// The kube-dns Service, and a name it always knows.
@@ -54,6 +60,8 @@ const DNS_PROBE_NAME: &str = "kubernetes.default.svc.cluster.local.";
 
 /// The cluster DNS as kubeadm installs CoreDNS.
 const COREDNS: &str = include_str!("../../scenarios/cluster/coredns.yaml");
+/// The ingress controller as ingress-nginx's manifest installs it.
+const INGRESS: &str = include_str!("../../scenarios/cluster/ingress.yaml");
 
 struct Component {
     name: String,
@@ -112,6 +120,9 @@ impl Cluster {
         runtime.block_on(cluster.wait_for_nodes())?;
         if cluster.spec.dns {
             runtime.block_on(cluster.install_dns())?;
+        }
+        if cluster.spec.ingress {
+            runtime.block_on(cluster.install_ingress())?;
         }
         Ok(cluster)
     }
@@ -241,49 +252,77 @@ impl Cluster {
         Ok(kube::Client::try_from(config)?)
     }
 
-    /// Creates CoreDNS's ConfigMap, Deployment and the kube-dns Service, and waits
-    /// until the Service has a ready endpoint for every replica.
-    async fn install_dns(&self) -> anyhow::Result<()> {
+    /// Creates the objects of a manifest, in order.
+    async fn install(&self, manifest: &str) -> anyhow::Result<kube::Client> {
         let client = self.client().await?;
         let params = PostParams::default();
-        for document in serde_yaml::Deserializer::from_str(COREDNS) {
+        for document in serde_yaml::Deserializer::from_str(manifest) {
             let value: serde_json::Value = serde::Deserialize::deserialize(document)?;
             let namespace = value["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or("default")
                 .to_owned();
+            let c = || client.clone();
             match value["kind"].as_str() {
+                Some("Namespace") => {
+                    let api: Api<Namespace> = Api::all(c());
+                    api.create(&params, &serde_json::from_value(value)?).await?;
+                }
+                Some("IngressClass") => {
+                    let api: Api<IngressClass> = Api::all(c());
+                    api.create(&params, &serde_json::from_value(value)?).await?;
+                }
                 Some("ConfigMap") => {
-                    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+                    let api: Api<ConfigMap> = Api::namespaced(c(), &namespace);
                     api.create(&params, &serde_json::from_value(value)?).await?;
                 }
                 Some("Deployment") => {
-                    let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+                    let api: Api<Deployment> = Api::namespaced(c(), &namespace);
                     api.create(&params, &serde_json::from_value(value)?).await?;
                 }
                 Some("Service") => {
-                    let api: Api<Service> = Api::namespaced(client.clone(), &namespace);
+                    let api: Api<Service> = Api::namespaced(c(), &namespace);
                     api.create(&params, &serde_json::from_value(value)?).await?;
                 }
-                other => bail!("unexpected kind {other:?} in the DNS manifest"),
+                other => bail!("unexpected kind {other:?} in an addon manifest"),
             }
         }
-        let deployments: Api<Deployment> = Api::namespaced(client, "kube-system");
+        Ok(client)
+    }
+
+    /// Waits until the Deployment has every replica ready and `ready` holds.
+    async fn wait_ready<F, Fut>(
+        &self,
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        mut ready: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deployments: Api<Deployment> = Api::namespaced(client, namespace);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let coredns = deployments.get("coredns").await?;
-            let wanted = coredns.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let ready = coredns
+            let deployment = deployments.get(name).await?;
+            let wanted = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1);
+            let have = deployment
                 .status
                 .as_ref()
                 .and_then(|s| s.ready_replicas)
                 .unwrap_or(0);
-            if ready >= wanted && self.dns_answers_everywhere().await {
+            if have >= wanted && ready().await {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the cluster DNS did not become ready ({ready} of {wanted}):\n{}",
+                    "{what} did not become ready ({have} of {wanted}):\n{}",
                     self.logs()
                 );
             }
@@ -291,6 +330,41 @@ impl Cluster {
         }
     }
 
+    /// Creates CoreDNS's ConfigMap, Deployment and the kube-dns Service, and waits
+    /// until every replica is ready and a query through kube-dns is answered from every
+    /// node.
+    async fn install_dns(&self) -> anyhow::Result<()> {
+        let client = self.install(COREDNS).await?;
+        self.wait_ready(client, "kube-system", "coredns", "the cluster DNS", || {
+            self.dns_answers_everywhere()
+        })
+        .await
+    }
+
+    /// Creates the ingress controller's namespace, IngressClass, Deployment and
+    /// LoadBalancer Service, and waits until it is ready and its Service has an
+    /// address.
+    async fn install_ingress(&self) -> anyhow::Result<()> {
+        let client = self.install(INGRESS).await?;
+        let services: Api<Service> = Api::namespaced(client.clone(), "ingress-nginx");
+        self.wait_ready(
+            client,
+            "ingress-nginx",
+            "ingress-nginx-controller",
+            "the ingress controller",
+            || {
+                let services = services.clone();
+                async move {
+                    services
+                        .get("ingress-nginx-controller")
+                        .await
+                        .ok()
+                        .is_some_and(|s| !controller::loadbalancer::ingress_ips(&s).is_empty())
+                }
+            },
+        )
+        .await
+    }
     /// Whether a query to kube-dns from every node's namespace is answered: the DNS
     /// pods run and every node's kube-proxy forwards to them.
     async fn dns_answers_everywhere(&self) -> bool {

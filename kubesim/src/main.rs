@@ -355,6 +355,10 @@ struct UpArgs {
     /// Where the cluster keeps its state and logs (default /var/lib/kubesim/NAME).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Leave out the ingress controller (installed by default, as ingress-nginx in
+    /// namespace ingress-nginx behind a LoadBalancer Service).
+    #[arg(long)]
+    no_ingress: bool,
 }
 
 #[derive(clap::Args)]
@@ -421,6 +425,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         binary: std::env::current_exe()?,
         proxy_flags: vec!["--proxy-mode".into(), args.proxy_mode],
         dns: true,
+        ingress: !args.no_ingress,
     })?;
     let kubeconfig = cluster.kubeconfig().to_owned();
     cluster.leave_running()?;

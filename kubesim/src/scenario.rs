@@ -73,6 +73,9 @@ pub struct ClusterSpec {
     /// Install the cluster DNS (CoreDNS behind kube-dns).
     #[serde(default = "default_true")]
     pub dns: bool,
+    /// Install the ingress controller (ingress-nginx behind a LoadBalancer Service).
+    #[serde(default)]
+    pub ingress: bool,
 }
 
 impl Default for ClusterSpec {
@@ -81,6 +84,7 @@ impl Default for ClusterSpec {
             nodes: default_nodes(),
             proxy_mode: OneOrMany::default(),
             dns: true,
+            ingress: false,
         }
     }
 }

@@ -160,6 +160,7 @@ fn run_one(scenario: &Scenario, file: &Path, mode: &str, binary: &Path) -> anyho
         binary: binary.to_owned(),
         proxy_flags: vec!["--proxy-mode".into(), mode.into()],
         dns: scenario.cluster.dns,
+        ingress: scenario.cluster.ingress,
     })
     .context("starting the cluster")?;
     let mut vars = BTreeMap::new();

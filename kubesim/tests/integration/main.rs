@@ -7,6 +7,7 @@ mod controllers;
 mod dns;
 mod durability;
 mod harness;
+mod ingress;
 mod kubectl;
 mod labs;
 mod lifecycle;

@@ -43,15 +43,21 @@ impl NetCluster {
     /// As [`NetCluster::start`], with `proxy_flags` added to every node's
     /// `kubesim proxy`, e.g. `["--proxy-mode", "userspace"]`.
     pub fn start_with_proxy(nodes: usize, proxy_flags: &[&str]) -> NetCluster {
-        NetCluster::start_spec(nodes, proxy_flags, false)
+        NetCluster::start_spec(nodes, proxy_flags, false, false)
     }
 
     /// As [`NetCluster::start`], with the cluster DNS installed and ready.
     pub fn start_with_dns(nodes: usize) -> NetCluster {
-        NetCluster::start_spec(nodes, &[], true)
+        NetCluster::start_spec(nodes, &[], true, false)
     }
 
-    fn start_spec(nodes: usize, proxy_flags: &[&str], dns: bool) -> NetCluster {
+    /// As [`NetCluster::start`], with the cluster DNS and the ingress controller
+    /// installed and ready.
+    pub fn start_with_ingress(nodes: usize) -> NetCluster {
+        NetCluster::start_spec(nodes, &[], true, true)
+    }
+
+    fn start_spec(nodes: usize, proxy_flags: &[&str], dns: bool, ingress: bool) -> NetCluster {
         let name = unique_name();
         let dir = tempfile::tempdir().expect("temp dir");
         let spec = Spec {
@@ -61,6 +67,7 @@ impl NetCluster {
             binary: env!("CARGO_BIN_EXE_kubesim").into(),
             proxy_flags: proxy_flags.iter().map(|f| f.to_string()).collect(),
             dns,
+            ingress,
         };
         let cluster = Cluster::up(spec).unwrap_or_else(|e| panic!("kubesim up: {e:#}"));
         let server = ApiServer::attach(dir, cluster.kubeconfig().to_owned());
