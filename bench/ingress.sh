@@ -14,7 +14,7 @@ name=bing
 data=$(mktemp -d)/cluster
 export KUBECONFIG=$data/kubeconfig
 trap '$kubesim down --name "$name" --data-dir "$data" >/dev/null 2>&1 || true' EXIT
-$kubesim up --name "$name" --nodes 2 --data-dir "$data" >/dev/null
+$kubesim up --name "$name" --nodes 2 --data-dir "$data" >/dev/null 2>&1
 
 kubectl apply -f - >/dev/null <<'EOF'
 apiVersion: apps/v1
