@@ -73,6 +73,11 @@ fn lab_08_loadbalancer() {
     lab("08-loadbalancer.yaml");
 }
 
+#[test]
+fn lab_09_ingress() {
+    lab("09-ingress.yaml");
+}
+
 const BROKEN: &str = r#"
 name: broken on purpose
 cluster: {nodes: 1, dns: false}
