@@ -1,8 +1,8 @@
 //! The kubesim control loops, each its own module with a pure decision function and a
 //! reconciler on kube-rs's runtime (watcher, reflector, Controller) against the
 //! apiserver: deployments, replicasets, endpoints, endpointslices (and their mirroring),
-//! the scheduler, node podCIDR allocation, ownerReference garbage collection and
-//! load-balancer address assignment.
+//! the scheduler, node podCIDR allocation, node health, ownerReference garbage
+//! collection and load-balancer address assignment.
 //!
 //! Nothing here touches the kernel or the store directly: every read and write goes
 //! through the Kubernetes API, as a real controller-manager's does.
@@ -13,6 +13,7 @@ pub mod endpointslice;
 pub mod gc;
 pub mod loadbalancer;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
 mod runtime;
 pub mod scheduler;
@@ -28,6 +29,8 @@ pub struct Options {
     pub lb_pool: loadbalancer::Pool,
     /// The `loadBalancerClass` served; none serves the Services without one.
     pub lb_class: Option<String>,
+    /// When a node whose kubelet went quiet is marked unreachable.
+    pub node_monitor: nodelifecycle::Timing,
 }
 
 impl Default for Options {
@@ -39,6 +42,7 @@ impl Default for Options {
                 .parse()
                 .expect("the default pool parses"),
             lb_class: None,
+            node_monitor: nodelifecycle::Timing::default(),
         }
     }
 }
@@ -68,6 +72,11 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
                 .context("node ipam controller")
         },
         async { gc::run(c()).await.context("garbage collector") },
+        async {
+            nodelifecycle::run(c(), options.node_monitor)
+                .await
+                .context("node lifecycle controller")
+        },
         async {
             loadbalancer::run(c(), options.lb_pool.clone(), options.lb_class.clone())
                 .await

@@ -43,6 +43,8 @@ pub struct Spec {
     pub binary: PathBuf,
     /// Extra flags for every node's `kubesim proxy` (e.g. `--proxy-mode nftables`).
     pub proxy_flags: Vec<String>,
+    /// Extra flags for `kubesim controller` (e.g. `--node-monitor-grace-period 15s`).
+    pub controller_flags: Vec<String>,
     /// Install the cluster DNS (CoreDNS's Deployment and the kube-dns Service, run by
     /// `kubesim dns`) and wait until it is ready.
     pub dns: bool,
@@ -165,7 +167,13 @@ impl Cluster {
             admin.replace("https://127.0.0.1:", &format!("https://{gateway}:")),
         )?;
         let admin = self.kubeconfig.clone();
-        self.spawn("controller", &["controller", "--kubeconfig", path(&admin)?])?;
+        let mut controller = vec![
+            "controller".to_owned(),
+            "--kubeconfig".to_owned(),
+            path(&admin)?.to_owned(),
+        ];
+        controller.extend(self.spec.controller_flags.iter().cloned());
+        self.spawn_owned("controller", controller)?;
         let node_kubeconfig = path(&node_kubeconfig)?.to_owned();
         for i in 1..=self.spec.nodes {
             let node = self.node_name(i)?;

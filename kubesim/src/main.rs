@@ -424,6 +424,7 @@ fn up(args: UpArgs) -> anyhow::Result<()> {
         data_dir,
         binary: std::env::current_exe()?,
         proxy_flags: vec!["--proxy-mode".into(), args.proxy_mode],
+        controller_flags: Vec::new(),
         dns: true,
         ingress: !args.no_ingress,
     })?;
@@ -471,6 +472,16 @@ struct ControllerArgs {
     /// those without a class).
     #[arg(long)]
     lb_class: Option<String>,
+    /// How often node health is checked.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: std::time::Duration,
+    /// How long a node's kubelet may go without posting status before the node is
+    /// marked unreachable (its conditions Unknown).
+    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// How long a new node may take to post its first status.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    node_startup_grace_period: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -753,6 +764,11 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         node_cidr_mask_size: args.node_cidr_mask_size,
         lb_pool: args.lb_pool,
         lb_class: args.lb_class,
+        node_monitor: controller::nodelifecycle::Timing {
+            period: args.node_monitor_period,
+            grace: args.node_monitor_grace_period,
+            startup_grace: args.node_startup_grace_period,
+        },
     };
     tokio::select! {
         result = controller::run(client, options) => result,

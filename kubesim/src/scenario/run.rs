@@ -159,6 +159,7 @@ fn run_one(scenario: &Scenario, file: &Path, mode: &str, binary: &Path) -> anyho
         data_dir: dir.path().join("cluster"),
         binary: binary.to_owned(),
         proxy_flags: vec!["--proxy-mode".into(), mode.into()],
+        controller_flags: Vec::new(),
         dns: scenario.cluster.dns,
         ingress: scenario.cluster.ingress,
     })

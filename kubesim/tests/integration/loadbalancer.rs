@@ -337,12 +337,9 @@ fn load_balancers_in_nftables_mode() {
     check_load_balancer(&cluster, "nftables");
 }
 
-/// The node announcing an address goes away (its processes die, its link goes down,
-/// its Node object is deleted): another node takes the address over and sends
-/// gratuitous ARP, and the external host reaches the backends again.
-#[test]
-fn another_node_takes_over_when_the_announcing_node_goes_away() {
-    let mut cluster = NetCluster::start(3);
+/// A LoadBalancer Service announced by one of three nodes, with its backends on
+/// another: the address, the announcing node, and the backends' node.
+fn announced_elsewhere(cluster: &NetCluster) -> (String, usize) {
     cluster.ok(&[
         "apply",
         "-f",
@@ -359,8 +356,8 @@ spec:
 "#,
         ),
     ]);
-    let ip = wait_external_ip(&cluster, "web");
-    let owner = eventually(20, || match holders(&cluster, 3, &ip).as_slice() {
+    let ip = wait_external_ip(cluster, "web");
+    let owner = eventually(20, || match holders(cluster, 3, &ip).as_slice() {
         [one] => Some(*one),
         _ => None,
     })
@@ -371,23 +368,28 @@ spec:
     cluster.ok(&["apply", "-f", &cluster.file("web.yaml", deployment)]);
     cluster.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     assert!(
-        eventually(30, || reached(&cluster, &ip, 80).then_some(())).is_some(),
+        eventually(30, || reached(cluster, &ip, 80).then_some(())).is_some(),
         "{ip} not reached before the failover:\n{}",
         cluster.logs()
     );
+    (ip, owner)
+}
 
+/// Node `owner` dies: its processes are killed and its link goes down.
+fn kill_node(cluster: &mut NetCluster, owner: usize) {
     let gone = cluster.node_name(owner);
     for component in ["speaker", "kubelet", "proxy", "flannel"] {
         cluster.stop(&format!("{component}-{gone}"));
     }
     let down = cluster.in_netns(&gone, &["ip", "link", "set", "eth0", "down"]);
     assert!(down.status.success());
-    let started = Instant::now();
-    cluster.ok(&["delete", "node", &gone]);
-    // The address stays on the dead node's downed link; among the live ones, one
-    // other node holds it now.
-    let new_owner = eventually(30, || {
-        let live: Vec<usize> = holders(&cluster, 3, &ip)
+}
+
+/// Waits until a node other than `owner` holds `ip` (the address stays on the dead
+/// node's downed link) and the external host reaches the backends through it.
+fn taken_over(cluster: &NetCluster, ip: &str, owner: usize) -> usize {
+    let new_owner = eventually(90, || {
+        let live: Vec<usize> = holders(cluster, 3, ip)
             .into_iter()
             .filter(|n| *n != owner)
             .collect();
@@ -395,20 +397,67 @@ spec:
             [one] => Some(*one),
             _ => None,
         }
-    });
+    })
+    .unwrap_or_else(|| panic!("no other node took {ip} over:\n{}", cluster.logs()));
     assert!(
-        new_owner.is_some(),
-        "no other node took {ip} over:\n{}",
-        cluster.logs()
-    );
-    assert!(
-        eventually(30, || reached(&cluster, &ip, 80).then_some(())).is_some(),
+        eventually(30, || reached(cluster, ip, 80).then_some(())).is_some(),
         "{ip} not reached after the failover:\n{}",
         cluster.logs()
     );
+    new_owner
+}
+
+/// The node announcing an address goes away (its processes die, its link goes down,
+/// its Node object is deleted): another node takes the address over and sends
+/// gratuitous ARP, and the external host reaches the backends again.
+#[test]
+fn another_node_takes_over_when_the_announcing_node_is_deleted() {
+    let mut cluster = NetCluster::start(3);
+    let (ip, owner) = announced_elsewhere(&cluster);
+    kill_node(&mut cluster, owner);
+    let started = Instant::now();
+    cluster.ok(&["delete", "node", &cluster.node_name(owner)]);
+    let new_owner = taken_over(&cluster, &ip, owner);
     eprintln!(
-        "{ip} moved from node{owner} to node{} and answered again {:.1}s after the Node was deleted",
-        new_owner.unwrap_or_default(),
+        "{ip} moved from node{owner} to node{new_owner} and answered again {:.1}s after the Node was deleted",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The announcing node dies and nobody deletes it: once its kubelet has been silent
+/// for the grace period, the node lifecycle controller marks it unreachable
+/// (NotReady), and another node takes the address over.
+#[test]
+fn another_node_takes_over_when_the_announcing_node_stops_reporting() {
+    let mut cluster = NetCluster::start_with_controller(
+        3,
+        &[
+            "--node-monitor-grace-period",
+            "15s",
+            "--node-monitor-period",
+            "1s",
+        ],
+    );
+    let (ip, owner) = announced_elsewhere(&cluster);
+    kill_node(&mut cluster, owner);
+    let started = Instant::now();
+    let new_owner = taken_over(&cluster, &ip, owner);
+    let nodes = cluster.ok(&["get", "nodes"]);
+    let dead = nodes
+        .lines()
+        .find(|l| l.starts_with(&cluster.node_name(owner)))
+        .unwrap_or_default();
+    assert!(dead.contains("NotReady"), "{nodes}");
+    let reason = cluster.ok(&[
+        "get",
+        "node",
+        &cluster.node_name(owner),
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+    ]);
+    assert_eq!(reason, "NodeStatusUnknown");
+    eprintln!(
+        "{ip} moved from node{owner} to node{new_owner} and answered again {:.1}s after the node died (grace period 15 s)",
         started.elapsed().as_secs_f64()
     );
 }

@@ -43,21 +43,32 @@ impl NetCluster {
     /// As [`NetCluster::start`], with `proxy_flags` added to every node's
     /// `kubesim proxy`, e.g. `["--proxy-mode", "userspace"]`.
     pub fn start_with_proxy(nodes: usize, proxy_flags: &[&str]) -> NetCluster {
-        NetCluster::start_spec(nodes, proxy_flags, false, false)
+        NetCluster::start_spec(nodes, proxy_flags, &[], false, false)
+    }
+
+    /// As [`NetCluster::start`], with `controller_flags` added to `kubesim controller`.
+    pub fn start_with_controller(nodes: usize, controller_flags: &[&str]) -> NetCluster {
+        NetCluster::start_spec(nodes, &[], controller_flags, false, false)
     }
 
     /// As [`NetCluster::start`], with the cluster DNS installed and ready.
     pub fn start_with_dns(nodes: usize) -> NetCluster {
-        NetCluster::start_spec(nodes, &[], true, false)
+        NetCluster::start_spec(nodes, &[], &[], true, false)
     }
 
     /// As [`NetCluster::start`], with the cluster DNS and the ingress controller
     /// installed and ready.
     pub fn start_with_ingress(nodes: usize) -> NetCluster {
-        NetCluster::start_spec(nodes, &[], true, true)
+        NetCluster::start_spec(nodes, &[], &[], true, true)
     }
 
-    fn start_spec(nodes: usize, proxy_flags: &[&str], dns: bool, ingress: bool) -> NetCluster {
+    fn start_spec(
+        nodes: usize,
+        proxy_flags: &[&str],
+        controller_flags: &[&str],
+        dns: bool,
+        ingress: bool,
+    ) -> NetCluster {
         let name = unique_name();
         let dir = tempfile::tempdir().expect("temp dir");
         let spec = Spec {
@@ -66,6 +77,7 @@ impl NetCluster {
             data_dir: dir.path().join("cluster"),
             binary: env!("CARGO_BIN_EXE_kubesim").into(),
             proxy_flags: proxy_flags.iter().map(|f| f.to_string()).collect(),
+            controller_flags: controller_flags.iter().map(|f| f.to_string()).collect(),
             dns,
             ingress,
         };
