@@ -130,14 +130,14 @@ fn aggregated_group(group: &str, version: &str) -> Value {
     })
 }
 
-pub async fn core_versions(headers: HeaderMap) -> Response {
+pub async fn core_versions(State(state): State<SharedState>, headers: HeaderMap) -> Response {
     if let Some(v) = aggregated(&headers) {
         return aggregated_response(v, vec![aggregated_group("", "v1")]);
     }
     axum::Json(json!({
         "kind": "APIVersions",
         "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": state.server_address}],
     }))
     .into_response()
 }

@@ -15,9 +15,12 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 #[error("{message}")]
 pub struct ApiError {
     pub code: u16,
+    /// Empty for the errors the real apiserver has no reason for (`StatusReasonUnknown`).
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
+    /// The `continue` token of the Status's list metadata, for a list to go on from.
+    pub continue_token: Option<String>,
 }
 
 impl ApiError {
@@ -27,11 +30,12 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            continue_token: None,
         }
     }
 
-    fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -66,7 +70,8 @@ impl ApiError {
         .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
     }
 
-    /// 422 with one cause per field error, worded like the real apiserver.
+    /// 422 with one cause per field error, worded like the real apiserver, which names
+    /// the kind with its group (`Deployment.apps "web" is invalid: …`).
     pub fn invalid(res: &Resource, name: &str, errors: &[FieldError]) -> Self {
         let causes: Vec<Value> = errors
             .iter()
@@ -79,7 +84,7 @@ impl ApiError {
             "Invalid",
             format!(
                 "{} \"{name}\" is invalid: {}",
-                res.kind,
+                group_kind(res),
                 api::field::aggregate(errors)
             ),
         )
@@ -145,6 +150,42 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// A read at a revision not yet written (504, with the `ResourceVersionTooLarge` cause).
+    pub fn too_large_resource_version(requested: u64, current: u64) -> Self {
+        Self::new(
+            504,
+            "Timeout",
+            format!("Timeout: Too large resource version: {requested}, current: {current}"),
+        )
+        .with_details(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+        }))
+    }
+
+    /// 422 for request options (`ListOptions`, `DeleteOptions` of `meta.k8s.io`).
+    pub fn invalid_options(kind: &str, errors: &[FieldError]) -> Self {
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(
+                |e| json!({"reason": e.kind.cause_reason(), "message": e.body(), "field": e.field}),
+            )
+            .collect();
+        Self::new(
+            422,
+            "Invalid",
+            format!(
+                "{kind}.meta.k8s.io \"\" is invalid: {}",
+                api::field::aggregate(errors)
+            ),
+        )
+        .with_details(json!({"group": "meta.k8s.io", "kind": kind, "causes": causes}))
+    }
+
+    /// An error the real apiserver passes on without a reason: 500 and the bare message.
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Self::new(500, "", message)
+    }
+
     /// The `Status` object.
     pub fn status(&self) -> Value {
         let mut status = json!({
@@ -156,16 +197,42 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty() {
+            if let Some(map) = status.as_object_mut() {
+                map.remove("reason");
+            }
+        }
+        if let Some(token) = &self.continue_token {
+            status["metadata"]["continue"] = json!(token);
+        }
         if let Some(details) = &self.details {
-            status["details"] = details.clone();
+            status["details"] = (**details).clone();
         }
         status
     }
 }
 
+/// `Deployment.apps`, or the bare kind of the core group.
+fn group_kind(res: &Resource) -> String {
+    if res.group.is_empty() {
+        res.kind.to_string()
+    } else {
+        format!("{}.{}", res.kind, res.group)
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
-        ApiError::internal(err)
+        use crate::store::StoreError;
+        match err {
+            StoreError::Compacted { .. } => {
+                ApiError::gone("The resourceVersion for the provided list is too old.")
+            }
+            StoreError::FutureRevision { requested, current } => {
+                ApiError::too_large_resource_version(requested, current)
+            }
+            other => ApiError::internal(other),
+        }
     }
 }
 

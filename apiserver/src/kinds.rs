@@ -38,6 +38,7 @@ fn system_ctx<'a>(state: &'a AppState, kind: &str) -> WriteCtx<'a> {
         validation: FieldValidation::Strict,
         dry_run: false,
         track: true,
+        refuse_resource_version: false,
         warnings: Vec::new(),
     }
 }

@@ -1,7 +1,9 @@
 //! Watches: a chunked stream of `{"type": …, "object": …}` lines, started from a
 //! resourceVersion (410 Expired when the history no longer reaches it), from the
-//! current state (synthetic ADDED events), with bookmarks and a timeout. Filtered
-//! watches see an object leave their selection as DELETED and enter it as ADDED.
+//! current state (synthetic ADDED events), with bookmarks and a timeout. Bookmarks,
+//! when allowed, come periodically and, as the apiserver sends them, 2 seconds before
+//! the watch times out. Filtered watches see an object leave their selection as DELETED
+//! and enter it as ADDED.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,8 @@ use crate::objects;
 use crate::store::{Event, EventType, Subscription};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
+/// How long before its timeout a watch gets its last bookmark.
+const BOOKMARK_BEFORE_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 struct Watcher {
@@ -104,7 +108,7 @@ pub async fn watch(call: Call) -> Result<Response> {
     let prefix = res.key_prefix(call.target.namespace.as_deref());
     let name = call.target.name.clone();
     let rv = call.params.get("resourceVersion").map(str::to_string);
-    let send_initial = call.params.flag("sendInitialEvents");
+    let send_initial = watch_options(&call)?;
     let bookmarks = call.params.flag("allowWatchBookmarks");
     let timeout = call
         .params
@@ -121,13 +125,19 @@ pub async fn watch(call: Call) -> Result<Response> {
         })?),
     };
     let store = &call.state.store;
-    let start = match from {
-        Some(from) if !send_initial => Start::From(store.subscribe(from).await),
-        _ => {
+    let start = match (send_initial, from) {
+        // The current state first, which must not be older than the one asked for.
+        (Some(true), _) | (None, None) => {
             let (items, sub) = store.list_and_subscribe(&prefix).await?;
+            if let Some(wanted) = from.filter(|w| *w > sub.revision) {
+                return Err(ApiError::too_large_resource_version(wanted, sub.revision));
+            }
             Start::Initial(items, sub)
         }
+        (Some(false), None) => Start::From(store.subscribe(store.revision().await).await),
+        (_, Some(from)) => Start::From(store.subscribe(from).await),
     };
+    let send_initial = send_initial == Some(true);
     let (tx, rx) = mpsc::channel(256);
     let table = call.wants_table();
     let watcher = Watcher {
@@ -138,11 +148,60 @@ pub async fn watch(call: Call) -> Result<Response> {
         table,
         tx,
     };
+    let deadline = tokio::time::Instant::now() + timeout;
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(timeout, run(watcher, start, send_initial, bookmarks)).await;
+        let _ = tokio::time::timeout_at(
+            deadline,
+            run(watcher, start, send_initial, bookmarks, deadline),
+        )
+        .await;
     });
     let body = Body::from_stream(ReceiverStream::new(rx));
     Ok(([(http::header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// `sendInitialEvents` (`None` when not given), checked with `resourceVersionMatch`
+/// as the apiserver checks a watch's `ListOptions`.
+fn watch_options(call: &Call) -> Result<Option<bool>> {
+    use api::field::FieldError;
+    let send_initial = call
+        .params
+        .get("sendInitialEvents")
+        .map(|v| matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True"));
+    let matching = call.params.get("resourceVersionMatch");
+    let mut errors = Vec::new();
+    if send_initial.is_some() && matching != Some("NotOlderThan") {
+        errors.push(FieldError::forbidden(
+            "resourceVersionMatch",
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if let Some(m) = matching {
+        if send_initial.is_none() {
+            errors.push(FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        if m != "NotOlderThan" {
+            errors.push(FieldError::not_supported(
+                "resourceVersionMatch",
+                m,
+                &["NotOlderThan"],
+            ));
+        }
+        if call.params.get("continue").is_some() {
+            errors.push(FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(send_initial)
+    } else {
+        Err(ApiError::invalid_options("ListOptions", &errors))
+    }
 }
 
 enum Start {
@@ -150,7 +209,13 @@ enum Start {
     Initial(Vec<Value>, Subscription),
 }
 
-async fn run(w: Watcher, start: Start, send_initial: bool, bookmarks: bool) {
+async fn run(
+    w: Watcher,
+    start: Start,
+    send_initial: bool,
+    bookmarks: bool,
+    deadline: tokio::time::Instant,
+) {
     let mut sub = match start {
         Start::From(Ok(sub)) => sub,
         Start::From(Err(too_old)) => {
@@ -182,6 +247,18 @@ async fn run(w: Watcher, start: Start, send_initial: bool, bookmarks: bool) {
     }
     let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
     ticker.tick().await;
+    // No last bookmark for a watch too short to have one before its end.
+    let last_bookmark = deadline
+        .checked_sub(BOOKMARK_BEFORE_TIMEOUT)
+        .filter(|at| *at > tokio::time::Instant::now());
+    let before_timeout = async move {
+        match last_bookmark {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(before_timeout);
+    let mut before_timeout_sent = false;
     loop {
         tokio::select! {
             received = sub.live.recv() => match received {
@@ -201,6 +278,12 @@ async fn run(w: Watcher, start: Start, send_initial: bool, bookmarks: bool) {
                 Err(RecvError::Closed) => return,
             },
             _ = ticker.tick(), if bookmarks => {
+                if !w.bookmark(last, false).await {
+                    return;
+                }
+            }
+            _ = &mut before_timeout, if bookmarks && !before_timeout_sent => {
+                before_timeout_sent = true;
                 if !w.bookmark(last, false).await {
                     return;
                 }

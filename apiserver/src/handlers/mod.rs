@@ -202,32 +202,89 @@ impl Call {
         agent.split('/').next().unwrap_or(agent).to_string()
     }
 
-    /// The body as JSON (JSON or YAML accepted for objects).
+    /// The body as JSON (JSON or YAML accepted for objects). A body that is not one
+    /// object is refused as the apiserver refuses it: unrecognized, with the JSON or
+    /// YAML parser's message and the start of the body.
     pub fn body_object(&self) -> Result<Value> {
+        let kind = self.res().kind;
         let what = format!(
-            "{} in version \"{}\" cannot be handled as a {}",
-            self.res().kind,
+            "{kind} in version \"{}\" cannot be handled as a {kind}",
             self.res().version,
-            self.res().kind
         );
+        let unrecognized = |cause: String| {
+            ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type {kind}): {cause} ({})",
+                api::body::summarize(&self.body, 30)
+            ))
+        };
+        let first_look = |e| unrecognized(api::body::version_kind_error(e));
         let value: Value = match self.content_type() {
             "application/yaml" | "application/apply-patch+yaml" => {
-                serde_yaml::from_slice(&self.body)
-                    .map_err(|e| ApiError::bad_request(format!("{what}: yaml: {e}")))?
+                yaml_document(&self.body).map_err(unrecognized)?
             }
-            "application/json" | "" | "*/*" => serde_json::from_slice(&self.body)
-                .map_err(|e| ApiError::bad_request(format!("{what}: {e}")))?,
+            "application/json" | "" | "*/*" => {
+                if let Some(syntax) = api::body::json_syntax_error(&self.body) {
+                    return Err(first_look(api::body::VersionKindError::Syntax(&syntax)));
+                }
+                serde_json::from_slice(&self.body)
+                    .map_err(|e| ApiError::bad_request(format!("{what}: {e}")))?
+            }
             "application/vnd.kubernetes.protobuf" => crate::objects::from_protobuf(&self.body)
                 .map_err(|e| ApiError::bad_request(format!("{what}: {e}")))?,
             other => return Err(ApiError::unsupported_media_type(other)),
         };
-        if !value.is_object() {
-            return Err(ApiError::bad_request(format!(
-                "{what}: the body must be a JSON object"
-            )));
+        if let Some(found) = api::body::json_value_kind(&value) {
+            return Err(first_look(api::body::VersionKindError::NotAnObject(found)));
         }
-        Ok(value)
+        // `null` decodes as an empty object.
+        Ok(if value.is_null() { json!({}) } else { value })
     }
+}
+
+/// The first YAML document of `body` as JSON, or the YAML parser's message.
+pub(crate) fn yaml_document(body: &[u8]) -> std::result::Result<Value, String> {
+    use serde::Deserialize;
+    match serde_yaml::Deserializer::from_slice(body).next() {
+        None => Ok(Value::Null),
+        Some(doc) => Value::deserialize(doc).map_err(|e| yaml_message(&e)),
+    }
+}
+
+/// The message the apiserver's YAML parser gives for the error `err` found: the
+/// problem and a line counted as that parser counts it (see `api::body::yaml_message`).
+fn yaml_message(err: &serde_yaml::Error) -> String {
+    // The parser's fields are public only through the error's Debug form:
+    // `Error { kind: SCANNER, problem: "…", problem_mark: Mark { line: 3, column: 5 }, … }`.
+    let debug = format!("{err:?}");
+    let Some(fields) = debug.strip_prefix("Error { kind: ") else {
+        return format!("yaml: {err}");
+    };
+    let problem = fields.split_once("problem: \"").and_then(|(_, rest)| {
+        let mut out = String::new();
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => return Some(out),
+                '\\' => out.push(chars.next()?),
+                c => out.push(c),
+            }
+        }
+        None
+    });
+    let Some(problem) = problem else {
+        return format!("yaml: {err}");
+    };
+    let mark_line = |name: &str| {
+        let rest = fields.split_once(&format!("{name}: Mark {{ line: "))?.1;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u64>().ok().map(|l| l.saturating_sub(1))
+    };
+    api::body::yaml_message(&api::body::YamlProblem {
+        scanner: fields.starts_with("SCANNER"),
+        problem,
+        problem_line: mark_line("problem_mark").unwrap_or(0),
+        context_line: mark_line("context_mark"),
+    })
 }
 
 pub async fn dispatch(State(state): State<SharedState>, req: Request) -> Response {
@@ -393,6 +450,35 @@ mod tests {
         assert!(parse_path("/apis/networking.k8s.io/v1beta1/ingresses").is_none());
         let t = parse_path("/api/v1/namespaces/default/finalize");
         assert!(t.is_some_and(|t| t.sub.as_deref() == Some("finalize")));
+    }
+
+    #[test]
+    fn yaml_errors_read_as_the_apiserver_parser_words_them() {
+        let error = |body: &str| yaml_document(body.as_bytes()).err();
+        assert_eq!(
+            error(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: b\n   c: d\n"
+            ),
+            Some("yaml: line 7: mapping values are not allowed in this context".into())
+        );
+        assert_eq!(
+            error("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n data: y\n"),
+            Some("yaml: line 4: did not find expected key".into())
+        );
+        assert_eq!(
+            error("metadata:\n\tname: x\n"),
+            Some("yaml: line 2: found character that cannot start any token".into())
+        );
+        assert_eq!(
+            error("a: b: c"),
+            Some("yaml: mapping values are not allowed in this context".into())
+        );
+        assert_eq!(
+            yaml_document(b"a: 1\n---\nb: [").ok(),
+            Some(json!({"a": 1})),
+            "only the first document is read"
+        );
+        assert_eq!(yaml_document(b"").ok(), Some(Value::Null));
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct WriteCtx<'a> {
     pub dry_run: bool,
     /// Whether managedFields are recorded as an `Update` by `manager` (apply records its own).
     pub track: bool,
+    /// Whether a create refuses an object carrying a resourceVersion, as a POST does
+    /// (apply and the server's own writes drop it).
+    pub refuse_resource_version: bool,
     pub warnings: Vec<String>,
 }
 
@@ -52,6 +55,7 @@ impl<'a> WriteCtx<'a> {
             validation,
             dry_run: call.params.dry_run(),
             track: true,
+            refuse_resource_version: false,
             warnings: Vec::new(),
         })
     }
@@ -181,6 +185,13 @@ pub fn create_in(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    // Storage refuses an object that claims a revision; one that does not parse as a
+    // revision, or "0", is let through and dropped.
+    let claims_revision = meta
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|rv| rv.parse::<u64>().ok())
+        .is_some_and(|rv| rv != 0);
     if name.is_empty() {
         if let Some(prefix) = meta
             .get("generateName")
@@ -213,6 +224,11 @@ pub fn create_in(
     }
     let name = objects::name(&obj).to_string();
     let key = res.key(ns.as_deref(), &name);
+    if claims_revision && ctx.refuse_resource_version && !ctx.dry_run {
+        return Err(ApiError::unknown(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
     if txn.get(&key)?.is_some() {
         return Err(ApiError::already_exists(res, &name));
     }
@@ -366,6 +382,7 @@ fn item_key(call: &Call) -> (String, String) {
 pub async fn create(call: Call) -> Result<Response> {
     let obj = call.body_object()?;
     let mut ctx = WriteCtx::new(&call)?;
+    ctx.refuse_resource_version = true;
     let namespace = call.target.namespace.clone();
     let state = call.state.clone();
     let created = state
@@ -402,32 +419,90 @@ pub async fn update(call: Call) -> Result<Response> {
 /// The body of a patch request, parsed by its content type.
 fn patch_body(call: &Call) -> Result<Value> {
     let bad = |e: String| ApiError::bad_request(e);
-    match call.content_type() {
+    let content_type = call.content_type();
+    match content_type {
         "application/apply-patch+yaml" => {
-            serde_yaml::from_slice(&call.body).map_err(|e| bad(format!("error decoding YAML: {e}")))
+            let applied = super::yaml_document(&call.body).map_err(|e| {
+                bad(format!(
+                    "error decoding patch: error converting YAML to JSON: {e}"
+                ))
+            })?;
+            match api::body::json_value_kind(&applied) {
+                Some(kind) => Err(bad(format!(
+                    "error decoding patch: error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}"
+                ))),
+                None if applied.is_null() => Ok(json!({})),
+                None => Ok(applied),
+            }
         }
         "application/json-patch+json"
         | "application/merge-patch+json"
-        | "application/strategic-merge-patch+json" => serde_json::from_slice(&call.body)
-            .map_err(|e| bad(format!("error decoding patch: {e}"))),
+        | "application/strategic-merge-patch+json" => {
+            // The strategic merge patcher passes the decoder's message on bare.
+            let prefix = if content_type == "application/strategic-merge-patch+json" {
+                ""
+            } else {
+                "error decoding patch: "
+            };
+            if let Some(syntax) = api::body::json_syntax_error(&call.body) {
+                return Err(bad(format!("{prefix}{syntax}")));
+            }
+            serde_json::from_slice(&call.body).map_err(|e| bad(format!("{prefix}{e}")))
+        }
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }
 
-/// Applies a non-apply patch to `old`.
+/// Applies a non-apply patch to `old`. Failures answer as the apiserver's patchers do:
+/// a malformed patch is 400, too many JSON patch operations 413, a JSON patch that
+/// does not apply 422 with the generic text (the apiserver keeps the library's message
+/// out of the Status), and the strategic merge errors it does not classify 500.
 fn apply_patch(res: &Resource, content_type: &str, old: &Value, patch: &Value) -> Result<Value> {
     let result = match content_type {
         "application/json-patch+json" => api::patch::json_patch(old, patch),
         "application/merge-patch+json" => api::patch::merge_patch(old, patch),
         _ => api::patch::strategic_merge_patch(res.kind, old, patch),
     };
-    result.map_err(|e| {
-        if content_type == "application/json-patch+json" {
-            ApiError::new(422, "Invalid", e.to_string())
-        } else {
-            ApiError::bad_request(e.to_string())
-        }
-    })
+    result.map_err(patch_error)
+}
+
+/// Refuses a patched document that does not decode as the resource's type, as the
+/// apiserver does after patching: 422 naming the whole document as the invalid `patch`.
+fn check_patched(res: &Resource, patched: &Value) -> Result<()> {
+    let why = match api::body::json_value_kind(patched) {
+        Some(kind) => api::body::version_kind_error(api::body::VersionKindError::NotAnObject(kind)),
+        None => match objects::decode(res, patched) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        },
+    };
+    let error = api::field::FieldError::invalid("patch", patched.to_string(), why);
+    Err(ApiError::new(
+        422,
+        "Invalid",
+        format!(" \"\" is invalid: {}", api::field::aggregate(std::slice::from_ref(&error))),
+    )
+    .with_details(json!({
+        "causes": [{"reason": error.kind.cause_reason(), "message": error.body(), "field": error.field}],
+    })))
+}
+
+fn patch_error(err: api::patch::PatchError) -> ApiError {
+    match err.code() {
+        400 => ApiError::bad_request(err.to_string()),
+        413 => ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: {err}"),
+        ),
+        422 => ApiError::new(
+            422,
+            "Invalid",
+            "the server rejected our request due to an error in our request",
+        )
+        .with_details(json!({})),
+        _ => ApiError::unknown(err.to_string()),
+    }
 }
 
 fn apply_conflicts(res: &Resource, name: &str, conflicts: &[api::apply::Conflict]) -> ApiError {
@@ -463,10 +538,9 @@ fn apply_conflicts(res: &Resource, name: &str, conflicts: &[api::apply::Conflict
             )
         }
     };
-    let mut err = ApiError::new(409, "Conflict", message);
-    err.details =
-        Some(json!({"name": name, "group": res.group, "kind": res.plural, "causes": causes}));
-    err
+    ApiError::new(409, "Conflict", message).with_details(
+        json!({"name": name, "group": res.group, "kind": res.plural, "causes": causes}),
+    )
 }
 
 pub async fn patch(call: Call) -> Result<Response> {
@@ -492,6 +566,7 @@ pub async fn patch(call: Call) -> Result<Response> {
             if !is_apply {
                 let old = old.ok_or_else(|| ApiError::not_found(res, &name))?;
                 let patched = apply_patch(res, &content_type, &old, &body)?;
+                check_patched(res, &patched)?;
                 return Ok((200, update_in(&mut ctx, txn, sub.as_deref(), old, patched)?));
             }
             check_type(res, &body)?;
@@ -525,66 +600,123 @@ pub async fn patch(call: Call) -> Result<Response> {
     Ok(ctx.respond(&call, code, obj))
 }
 
-/// DeleteOptions from the body (if any) and the query.
+/// DeleteOptions: the body's when the request has one, else the query's.
+#[derive(Debug, Default)]
 struct DeleteOptions {
     propagation: Option<String>,
+    /// The deprecated `orphanDependents`.
+    orphan: Option<bool>,
     grace: Option<i64>,
     uid: Option<String>,
     resource_version: Option<String>,
+    dry_run: bool,
 }
 
 impl DeleteOptions {
     fn from_call(call: &Call) -> Result<Self> {
-        let body: Value = if call.body.iter().all(u8::is_ascii_whitespace) {
-            json!({})
-        } else if call.content_type() == "application/vnd.kubernetes.protobuf" {
-            objects::from_protobuf(&call.body)
-                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        let opts = if call.body.iter().all(u8::is_ascii_whitespace) {
+            let p = &call.params;
+            DeleteOptions {
+                propagation: p.get("propagationPolicy").map(str::to_string),
+                orphan: p.get("orphanDependents").map(|v| v == "true"),
+                grace: p.get("gracePeriodSeconds").and_then(|g| g.parse().ok()),
+                uid: None,
+                resource_version: None,
+                dry_run: p.dry_run(),
+            }
         } else {
-            serde_json::from_slice(&call.body)
-                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            let body: Value = if call.content_type() == "application/vnd.kubernetes.protobuf" {
+                objects::from_protobuf(&call.body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            } else {
+                serde_json::from_slice(&call.body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+            };
+            let text = |pointer: &str| {
+                body.pointer(pointer)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            DeleteOptions {
+                propagation: text("/propagationPolicy"),
+                orphan: body.get("orphanDependents").and_then(Value::as_bool),
+                grace: body.get("gracePeriodSeconds").and_then(Value::as_i64),
+                uid: text("/preconditions/uid"),
+                resource_version: text("/preconditions/resourceVersion"),
+                dry_run: body
+                    .get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|d| d.iter().any(|v| v == "All")),
+            }
         };
-        let orphan = body
-            .get("orphanDependents")
-            .and_then(Value::as_bool)
-            .or_else(|| call.params.get("orphanDependents").map(|v| v == "true"));
-        let propagation = body
-            .get("propagationPolicy")
-            .and_then(Value::as_str)
-            .or(call.params.get("propagationPolicy"))
-            .map(str::to_string)
-            .or_else(|| orphan.map(|o| if o { "Orphan" } else { "Background" }.to_string()));
-        if let Some(p) = &propagation {
+        let mut errors = Vec::new();
+        if let (Some(_), Some(p)) = (opts.orphan, &opts.propagation) {
+            errors.push(api::field::FieldError::invalid(
+                "propagationPolicy",
+                p.as_str(),
+                "orphanDependents and deletionPropagation cannot be both set",
+            ));
+        }
+        if let Some(p) = &opts.propagation {
             if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-                return Err(ApiError::new(
-                    422,
-                    "Invalid",
-                    format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+                errors.push(api::field::FieldError::not_supported(
+                    "propagationPolicy",
+                    p.as_str(),
+                    &["Foreground", "Background", "Orphan", "nil"],
                 ));
             }
         }
-        let grace = body
-            .get("gracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .or_else(|| {
-                call.params
-                    .get("gracePeriodSeconds")
-                    .and_then(|g| g.parse().ok())
-            });
-        Ok(DeleteOptions {
-            propagation,
-            grace,
-            uid: body
-                .pointer("/preconditions/uid")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            resource_version: body
-                .pointer("/preconditions/resourceVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-        })
+        if !errors.is_empty() {
+            return Err(ApiError::invalid_options("DeleteOptions", &errors));
+        }
+        Ok(opts)
+    }
+
+    /// Whether dependents are orphaned, and whether they are deleted before the owner
+    /// (foreground): the options decide, else the finalizer the object already has,
+    /// else neither (background).
+    fn propagation(&self, finalizers: &[String]) -> (bool, bool) {
+        if let Some(orphan) = self.orphan {
+            return (orphan, false);
+        }
+        match self.propagation.as_deref() {
+            Some("Orphan") => (true, false),
+            Some("Foreground") => (false, true),
+            Some(_) => (false, false),
+            None => finalizers
+                .iter()
+                .find_map(|f| match f.as_str() {
+                    ORPHAN => Some((true, false)),
+                    FOREGROUND => Some((false, true)),
+                    _ => None,
+                })
+                .unwrap_or((false, false)),
+        }
+    }
+
+    /// The finalizers the garbage collector acts on, set as the options ask: both are
+    /// taken off, then the one that applies is put back at the end.
+    fn gc_finalizers(&self, finalizers: &[String]) -> Vec<String> {
+        let (orphan, foreground) = self.propagation(finalizers);
+        let mut out: Vec<String> = finalizers
+            .iter()
+            .filter(|f| f.as_str() != ORPHAN && f.as_str() != FOREGROUND)
+            .cloned()
+            .collect();
+        if orphan {
+            out.push(ORPHAN.to_string());
+        }
+        if foreground {
+            out.push(FOREGROUND.to_string());
+        }
+        out
     }
 }
+
+/// The finalizer that makes the garbage collector orphan an object's dependents.
+const ORPHAN: &str = "orphan";
+/// The finalizer that makes the garbage collector delete the dependents first.
+const FOREGROUND: &str = "foregroundDeletion";
 
 /// What a delete did.
 pub enum Deleted {
@@ -592,6 +724,42 @@ pub enum Deleted {
     Now(Value),
     /// Marked with deletionTimestamp; finalizers or a grace period still hold it.
     Pending(Value),
+}
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> Value {
+    json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+fn deletion_timestamp(obj: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    objects::meta_str(obj, "deletionTimestamp")
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// The first mark of a deletion counts as a change of the object's generation.
+fn bump_generation(obj: &mut Value) {
+    let meta = meta_mut(obj);
+    if let Some(g) = meta
+        .get("generation")
+        .and_then(Value::as_i64)
+        .filter(|g| *g > 0)
+    {
+        meta.insert("generation".into(), json!(g + 1));
+    }
+}
+
+/// Marks an object that finalizers hold: deleted now (or earlier, if it already was),
+/// with no grace period left.
+fn mark_as_deleting(obj: &mut Value, now: chrono::DateTime<chrono::Utc>) {
+    let existing = deletion_timestamp(obj);
+    if objects::meta_str(obj, "deletionTimestamp").is_none() {
+        bump_generation(obj);
+    }
+    let meta = meta_mut(obj);
+    if existing.is_none_or(|t| t > now) {
+        meta.insert("deletionTimestamp".into(), timestamp(now));
+    }
+    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
 }
 
 fn delete_in(
@@ -602,79 +770,98 @@ fn delete_in(
 ) -> Result<Deleted> {
     let res = ctx.res;
     let name = objects::name(&obj).to_string();
-    let uid = objects::meta_str(&obj, "uid")
-        .unwrap_or_default()
-        .to_string();
-    if let Some(want) = &opts.uid {
-        if *want != uid {
-            return Err(ApiError::conflict(
-                res,
-                &name,
-                &format!(
-                    "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
-                ),
-            ));
-        }
+    // Named by kind, as the apiserver's early precondition check names them.
+    let by_kind = Resource {
+        plural: res.kind,
+        ..*res
+    };
+    let uid = objects::meta_str(&obj, "uid").unwrap_or_default();
+    if let Some(want) = opts.uid.as_deref().filter(|w| *w != uid) {
+        return Err(ApiError::conflict(
+            &by_kind,
+            &name,
+            &format!("the UID in the precondition ({want}) does not match the UID in record ({uid}). The object might have been deleted and then recreated"),
+        ));
     }
-    let rv = objects::meta_str(&obj, "resourceVersion")
-        .unwrap_or_default()
-        .to_string();
-    if let Some(want) = &opts.resource_version {
-        if *want != rv {
-            return Err(ApiError::conflict(res, &name, &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}")));
-        }
+    let rv = objects::meta_str(&obj, "resourceVersion").unwrap_or_default();
+    if let Some(want) = opts.resource_version.as_deref().filter(|w| *w != rv) {
+        return Err(ApiError::conflict(
+            &by_kind,
+            &name,
+            &format!("the ResourceVersion in the precondition ({want}) does not match the ResourceVersion in record ({rv}). The object might have been modified"),
+        ));
     }
     if res.kind == "Namespace" {
         return kinds::delete_namespace(ctx.state, txn, obj, ctx.dry_run).map(Deleted::Pending);
     }
     let key = res.key(objects::namespace(&obj), &name);
+    let original = obj.clone();
     let mut obj = obj;
-    let mut finalizers = objects::finalizers(&obj);
-    let extra = match opts.propagation.as_deref() {
-        Some("Orphan") => Some("orphan"),
-        Some("Foreground") => Some("foregroundDeletion"),
-        _ => None,
-    };
-    let already_deleting = objects::meta_str(&obj, "deletionTimestamp").is_some();
-    if let Some(f) = extra {
-        if !finalizers.iter().any(|x| x == f) && !already_deleting {
-            finalizers.push(f.to_string());
-        }
-    }
-    let grace = kinds::grace_period(res, &obj, opts.grace);
-    if finalizers.is_empty() && grace == 0 {
-        if !ctx.dry_run {
-            txn.delete(&key);
-        }
-        return Ok(Deleted::Now(obj));
-    }
-    let meta = meta_mut(&mut obj);
-    meta.insert("finalizers".into(), json!(finalizers));
-    if !already_deleting {
-        let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
-        meta.insert(
-            "deletionTimestamp".into(),
-            json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        );
-        meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-    } else if let Some(current) = meta
-        .get("deletionGracePeriodSeconds")
+    let now = chrono::Utc::now();
+    // Pods are deleted gracefully: the first delete sets a grace period, a later one
+    // may only shorten it; while it runs, deletes change nothing else.
+    let mut graceful = None;
+    let current_grace = objects::meta(&obj)
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
         .and_then(Value::as_i64)
-    {
-        if grace < current {
-            let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+        .unwrap_or(0);
+    match deletion_timestamp(&obj) {
+        Some(since) if res.kind == "Pod" && current_grace > 0 => {
+            let Some(wanted) = opts.grace.map(|g| if g < 0 { 1 } else { g }) else {
+                return Ok(Deleted::Pending(obj));
+            };
+            if wanted >= current_grace {
+                return Ok(Deleted::Pending(obj));
+            }
+            let mut period = wanted;
+            let mut at = since - chrono::Duration::seconds(current_grace)
+                + chrono::Duration::seconds(wanted);
+            if at < now {
+                at = now;
+                if period != 0 {
+                    period = 1;
+                }
+            }
+            let meta = meta_mut(&mut obj);
+            meta.insert("deletionTimestamp".into(), timestamp(at));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(period));
+            graceful = Some(period);
+        }
+        None if res.kind == "Pod" => {
+            let period = kinds::grace_period(res, &obj, opts.grace);
+            bump_generation(&mut obj);
+            let meta = meta_mut(&mut obj);
             meta.insert(
                 "deletionTimestamp".into(),
-                json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                timestamp(now + chrono::Duration::seconds(period)),
             );
-            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(period));
+            graceful = Some(period);
         }
+        _ => {}
     }
-    if grace == 0 && objects::finalizers(&obj).is_empty() {
+    let current = objects::finalizers(&obj);
+    let finalizers = opts.gc_finalizers(&current);
+    if finalizers != current {
+        meta_mut(&mut obj).insert("finalizers".into(), json!(finalizers));
+    }
+    let held = !finalizers.is_empty();
+    let keep = match graceful {
+        None if held => {
+            mark_as_deleting(&mut obj, now);
+            true
+        }
+        None => false,
+        Some(period) => held || period > 0,
+    };
+    if !keep {
         if !ctx.dry_run {
             txn.delete(&key);
         }
         return Ok(Deleted::Now(obj));
+    }
+    if obj == original {
+        return Ok(Deleted::Pending(obj));
     }
     Ok(Deleted::Pending(ctx.store(txn, &key, obj)))
 }
@@ -682,7 +869,8 @@ fn delete_in(
 pub async fn delete(call: Call) -> Result<Response> {
     let opts = DeleteOptions::from_call(&call)?;
     let (key, name) = item_key(&call);
-    let ctx = WriteCtx::new(&call)?;
+    let mut ctx = WriteCtx::new(&call)?;
+    ctx.dry_run |= opts.dry_run;
     let res = call.res();
     let state = call.state.clone();
     let outcome = state
@@ -701,7 +889,9 @@ pub async fn delete(call: Call) -> Result<Response> {
             if res.kind == "Namespace" {
                 kinds::spawn_namespace_finalizer(state.clone(), name);
             }
-            Ok(respond(&call, 200, obj))
+            // Accepted, not done: kept only for clients that ask the deprecated way.
+            let code = if opts.orphan == Some(false) { 202 } else { 200 };
+            Ok(respond(&call, code, obj))
         }
     }
 }
@@ -709,40 +899,40 @@ pub async fn delete(call: Call) -> Result<Response> {
 pub async fn delete_collection(call: Call) -> Result<Response> {
     let opts = DeleteOptions::from_call(&call)?;
     let filter = super::read::Filter::from_call(&call)?;
-    let ctx = WriteCtx::new(&call)?;
+    let mut ctx = WriteCtx::new(&call)?;
+    ctx.dry_run |= opts.dry_run;
     let res = call.res();
     let prefix = res.key_prefix(call.target.namespace.as_deref());
     let state = call.state.clone();
-    let (rv, deleted) = state
+    // Answered like the apiserver: the objects as listed before they were deleted, at
+    // the revision they were listed at.
+    let (rv, listed, held) = state
         .store
         .write(|txn| {
-            let mut deleted = Vec::new();
-            for obj in txn.list(&prefix)?.into_iter().filter(|o| filter.matches(o)) {
-                deleted.push(delete_in(&ctx, txn, obj, &opts)?);
+            let listed: Vec<Value> = txn
+                .list(&prefix)?
+                .into_iter()
+                .filter(|o| filter.matches(o))
+                .collect();
+            let mut held = Vec::new();
+            for obj in &listed {
+                if let Deleted::Pending(obj) = delete_in(&ctx, txn, obj.clone(), &opts)? {
+                    held.push(objects::name(&obj).to_string());
+                }
             }
-            Ok::<_, ApiError>((txn.revision(), deleted))
+            Ok::<_, ApiError>((txn.revision() - 1, listed, held))
         })
         .await?;
-    let mut items = Vec::with_capacity(deleted.len());
-    for outcome in deleted {
-        match outcome {
-            Deleted::Now(obj) => items.push(obj),
-            Deleted::Pending(obj) => {
-                if res.kind == "Namespace" {
-                    kinds::spawn_namespace_finalizer(
-                        state.clone(),
-                        objects::name(&obj).to_string(),
-                    );
-                }
-                items.push(obj);
-            }
+    if res.kind == "Namespace" {
+        for name in held {
+            kinds::spawn_namespace_finalizer(state.clone(), name);
         }
     }
     let list = json!({
         "kind": format!("{}List", res.kind),
         "apiVersion": res.api_version(),
         "metadata": {"resourceVersion": rv.to_string()},
-        "items": items,
+        "items": listed,
     });
     Ok(json_response(200, &list))
 }
@@ -811,7 +1001,7 @@ async fn write_scale(call: Call, patch: Option<(String, Value)>) -> Result<Respo
                     "application/merge-patch+json" => api::patch::merge_patch(&current, p),
                     _ => api::patch::strategic_merge_patch("Scale", &current, p),
                 }
-                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                .map_err(patch_error)?,
                 None => body,
             };
             let replicas = scale
@@ -825,6 +1015,7 @@ async fn write_scale(call: Call, patch: Option<(String, Value)>) -> Result<Respo
                     "must be greater than or equal to 0",
                 );
                 let scale_res = Resource {
+                    group: "autoscaling",
                     kind: "Scale",
                     ..*res
                 };
@@ -922,10 +1113,8 @@ pub fn namespaced_resources() -> impl Iterator<Item = &'static Resource> {
 /// Deletes every object of `namespace` (background propagation); returns how many remain.
 pub fn empty_namespace(state: &AppState, txn: &mut Txn<'_>, namespace: &str) -> Result<usize> {
     let opts = DeleteOptions {
-        propagation: None,
         grace: Some(0),
-        uid: None,
-        resource_version: None,
+        ..DeleteOptions::default()
     };
     let mut remaining = 0;
     for res in namespaced_resources() {
@@ -936,6 +1125,7 @@ pub fn empty_namespace(state: &AppState, txn: &mut Txn<'_>, namespace: &str) -> 
             validation: FieldValidation::Ignore,
             dry_run: false,
             track: true,
+            refuse_resource_version: false,
             warnings: Vec::new(),
         };
         for obj in txn.list(&res.key_prefix(Some(namespace)))? {

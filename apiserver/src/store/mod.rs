@@ -1,6 +1,8 @@
 //! Storage: a revisioned key-value backend behind a trait, and the `Store` that turns
 //! it into what the handlers need — atomic multi-key transactions with one new
-//! revision each, consistent lists, and a watch history.
+//! revision each, consistent lists, and a history of changes that watches resume from
+//! and lists read past revisions from (as etcd serves a range at a revision until it
+//! is compacted).
 //!
 //! **Invariant:** only this module knows the storage backend; handlers see `Store`.
 //! **Invariant:** a write is acknowledged only after the backend made it durable.
@@ -24,6 +26,12 @@ pub enum StoreError {
         key: String,
         source: serde_json::Error,
     },
+    /// A read at a revision the history no longer reaches back to.
+    #[error("required revision {requested} has been compacted; the oldest readable is {oldest}")]
+    Compacted { requested: u64, oldest: u64 },
+    /// A read at a revision not yet written.
+    #[error("required revision {requested} is a future revision; the current is {current}")]
+    FutureRevision { requested: u64, current: u64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -76,7 +84,7 @@ pub struct Event {
     pub revision: u64,
 }
 
-/// How many past events a watch can resume from.
+/// How many past events a watch can resume from and a list can read back through.
 const HISTORY: usize = 20_000;
 
 pub struct Store {
@@ -91,6 +99,8 @@ struct History {
     /// Events after `start` are all in `events`.
     start: u64,
     events: VecDeque<Arc<Event>>,
+    /// The most events kept.
+    limit: usize,
 }
 
 /// What a new watch starts from: the events it missed, then the live feed.
@@ -109,6 +119,11 @@ pub struct TooOld {
 
 impl Store {
     pub fn new(backend: Box<dyn Backend>) -> Result<Self> {
+        Store::with_history(backend, HISTORY)
+    }
+
+    /// A store that keeps the last `limit` events for watches and past reads.
+    pub fn with_history(backend: Box<dyn Backend>, limit: usize) -> Result<Self> {
         let revision = backend.revision()?;
         let (events, _) = broadcast::channel(8192);
         Ok(Store {
@@ -117,6 +132,7 @@ impl Store {
             history: Mutex::new(History {
                 start: revision,
                 events: VecDeque::new(),
+                limit: limit.max(1),
             }),
             events,
         })
@@ -136,6 +152,57 @@ impl Store {
         let guard = self.revision.read().await;
         let items = self.list_unlocked(prefix)?;
         Ok((*guard, items))
+    }
+
+    /// Objects under `prefix` with their keys, in key order, as they were at revision
+    /// `at` (the current revision when `None`), and the revision read. A past revision
+    /// is rebuilt from the current objects by undoing the history's later events, so
+    /// it can be read while the history reaches back to it.
+    pub async fn list_at(
+        &self,
+        prefix: &str,
+        at: Option<u64>,
+    ) -> Result<(u64, BTreeMap<String, Value>)> {
+        let guard = self.revision.read().await;
+        let current = *guard;
+        let mut items: BTreeMap<String, Value> = self
+            .backend
+            .list(prefix)?
+            .into_iter()
+            .map(|(key, bytes)| decode(&key, &bytes).map(|v| (key, v)))
+            .collect::<Result<_>>()?;
+        let at = match at {
+            Some(at) if at > current => {
+                return Err(StoreError::FutureRevision {
+                    requested: at,
+                    current,
+                })
+            }
+            Some(at) if at < current => at,
+            _ => return Ok((current, items)),
+        };
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if at < history.start {
+            return Err(StoreError::Compacted {
+                requested: at,
+                oldest: history.start,
+            });
+        }
+        for event in history.events.iter().rev() {
+            if event.revision <= at {
+                break;
+            }
+            if !event.key.starts_with(prefix) {
+                continue;
+            }
+            match (&event.kind, &event.previous) {
+                (EventType::Added, _) | (_, None) => items.remove(&event.key),
+                (EventType::Modified | EventType::Deleted, Some(before)) => {
+                    items.insert(event.key.clone(), (**before).clone())
+                }
+            };
+        }
+        Ok((at, items))
     }
 
     fn get_unlocked(&self, key: &str) -> Result<Option<Value>> {
@@ -216,7 +283,7 @@ impl Store {
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         for event in events {
             let event = Arc::new(event);
-            if history.events.len() == HISTORY {
+            if history.events.len() >= history.limit {
                 if let Some(old) = history.events.pop_front() {
                     history.start = old.revision;
                 }
@@ -386,6 +453,100 @@ mod tests {
         assert!(result.is_err());
         assert_eq!(store.get("/a/1").await.expect("get"), None);
         assert_eq!(store.revision().await, before);
+    }
+
+    async fn put(store: &Store, key: &str, object: Value) -> u64 {
+        store
+            .write(|txn| {
+                txn.put(key, object);
+                Ok::<_, StoreError>(txn.revision())
+            })
+            .await
+            .expect("put")
+    }
+
+    async fn delete(store: &Store, key: &str) -> u64 {
+        store
+            .write(|txn| {
+                txn.delete(key);
+                Ok::<_, StoreError>(txn.revision())
+            })
+            .await
+            .expect("delete")
+    }
+
+    fn names(items: &BTreeMap<String, Value>) -> Vec<(&str, &str)> {
+        items
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    v["data"]
+                        .as_str()
+                        .unwrap_or(v["metadata"]["name"].as_str().unwrap_or("")),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_past_revision_reads_as_it_was_committed() {
+        let (_dir, store) = store();
+        put(&store, "/a/1", obj("1")).await;
+        let before = put(
+            &store,
+            "/a/2",
+            json!({"metadata": {"name": "2"}, "data": "old"}),
+        )
+        .await;
+        put(&store, "/a/3", obj("3")).await;
+        put(
+            &store,
+            "/a/2",
+            json!({"metadata": {"name": "2"}, "data": "new"}),
+        )
+        .await;
+        delete(&store, "/a/1").await;
+        put(&store, "/b/1", obj("other prefix")).await;
+
+        let (rev, then) = store.list_at("/a/", Some(before)).await.expect("past");
+        assert_eq!(rev, before);
+        assert_eq!(names(&then), [("/a/1", "1"), ("/a/2", "old")]);
+        assert_eq!(
+            then["/a/2"]["metadata"]["resourceVersion"],
+            json!(before.to_string()),
+            "objects keep the resourceVersion they had"
+        );
+        let (now, current) = store.list_at("/a/", None).await.expect("current");
+        assert_eq!(now, store.revision().await);
+        assert_eq!(names(&current), [("/a/2", "new"), ("/a/3", "3")]);
+        assert_eq!(
+            store.list_at("/a/", Some(now)).await.expect("same").1,
+            current
+        );
+        assert!(matches!(
+            store.list_at("/a/", Some(now + 1)).await,
+            Err(StoreError::FutureRevision { requested, current }) if requested == now + 1 && current == now
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_revision_older_than_the_history_is_compacted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = SledBackend::open(dir.path()).expect("sled");
+        let store = Store::with_history(Box::new(backend), 2).expect("store");
+        let first = put(&store, "/a/1", obj("1")).await;
+        let second = put(&store, "/a/2", obj("2")).await;
+        put(&store, "/a/3", obj("3")).await;
+        put(&store, "/a/4", obj("4")).await;
+        // The history holds the events of revisions 3 and 4: revision 2 is the oldest
+        // state it can rebuild.
+        let (_, at_second) = store.list_at("/a/", Some(second)).await.expect("kept");
+        assert_eq!(names(&at_second), [("/a/1", "1"), ("/a/2", "2")]);
+        assert!(matches!(
+            store.list_at("/a/", Some(first)).await,
+            Err(StoreError::Compacted { requested, oldest }) if requested == first && oldest == second
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -141,6 +141,85 @@ async fn kube_rs_crud_and_reflector_follow_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn kube_rs_creates_deletes_collections_and_meets_preconditions() {
+    let server = ApiServer::start();
+    let api: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    // A client that does not clear what it read before creating again is refused.
+    let stale = api
+        .create(&PostParams::default(), &configmap("once", "1"))
+        .await
+        .expect("create");
+    api.delete("once", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let refused = api.create(&PostParams::default(), &stale).await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 500
+            && s.reason.is_empty()
+            && s.message == "resourceVersion should not be set on objects to be created"),
+        "{refused:?}"
+    );
+
+    let created = api
+        .create(&PostParams::default(), &configmap("guarded", "1"))
+        .await
+        .expect("create");
+    let wrong = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("00000000-0000-0000-0000-000000000000".into()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let conflict = api.delete("guarded", &wrong).await;
+    assert!(
+        matches!(conflict, Err(kube::Error::Api(ref s)) if s.code == 409
+            && s.message.contains("the UID in the precondition (00000000-0000-0000-0000-000000000000) does not match the UID in record")),
+        "{conflict:?}"
+    );
+    let right = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: created.metadata.uid.clone(),
+            resource_version: created.metadata.resource_version.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    api.delete("guarded", &right).await.expect("delete");
+
+    for (name, app) in [("one", "kube-rs"), ("two", "kube-rs"), ("other", "else")] {
+        let mut cm = configmap(name, "x");
+        cm.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+        api.create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
+    }
+    let deleted = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("app=kube-rs"),
+        )
+        .await
+        .expect("delete collection");
+    let names: Vec<String> = deleted
+        .left()
+        .expect("a list of what was deleted")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(names, ["one", "two"]);
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(left, ["other"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn kube_rs_secrets_keep_bytes_and_fold_string_data() {
     let server = ApiServer::start();
     let api: Api<Secret> = Api::namespaced(server.client().await, "default");
@@ -202,6 +281,11 @@ for event in w.stream(v1.list_namespaced_service, "default", timeout_seconds=5):
     if event["object"].metadata.name == "py-svc":
         print("event", event["type"], event["object"].metadata.name)
         w.stop()
+for name, tier in [("py-a", "web"), ("py-b", "db"), ("py-c", "web")]:
+    v1.create_namespaced_config_map("default", client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=name, labels={"tier": tier})))
+v1.delete_collection_namespaced_config_map("default", label_selector="tier=web")
+print("left", " ".join(sorted(c.metadata.name for c in v1.list_namespaced_config_map("default").items)))
 apps = client.AppsV1Api()
 try:
     apps.read_namespaced_deployment("missing", "default")
@@ -229,7 +313,18 @@ except client.exceptions.ApiException as e:
         "{text}"
     );
     assert!(text.contains("event ADDED py-svc"), "{text}");
+    assert!(text.contains("left py-b\n"), "{text}");
     assert!(text.contains("status 404 Not Found"), "{text}");
+}
+
+/// The `Authorization` header of the server's kubeconfig.
+fn auth(server: &ApiServer) -> String {
+    let config = std::fs::read_to_string(&server.kubeconfig).expect("kubeconfig");
+    let token = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .expect("token");
+    format!("Authorization: Bearer {token}")
 }
 
 fn curl(server: &ApiServer, args: &[&str]) -> (String, String) {
@@ -322,4 +417,178 @@ fn raw_http_contract_401_413_415_and_health() {
     let (_, code) = curl(&server, &["-H", &auth, "URL/readyz"]);
     assert_eq!(code, "200");
     let _ = eventually(1, || Some(()));
+}
+
+fn status(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn raw_http_bodies_that_are_not_objects_are_bad_requests() {
+    let server = ApiServer::start();
+    let auth = auth(&server);
+    let post = |content_type: &str, body: &str| {
+        curl(
+            &server,
+            &[
+                "-H",
+                &auth,
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "--data-binary",
+                body,
+                "URL/api/v1/namespaces/default/configmaps",
+            ],
+        )
+    };
+    let (body, code) = post("application/json", "{\"metadata\": {\"name\": \"x\"}");
+    assert_eq!(code, "400", "{body}");
+    let s = status(&body);
+    assert_eq!(s["reason"], "BadRequest");
+    assert_eq!(
+        s["message"],
+        "the object provided is unrecognized (must be of type ConfigMap): couldn't get version/kind; json parse error: unexpected end of JSON input ({\"metadata\": {\"name\": \"x\"})"
+    );
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n data: y\n";
+    let (body, code) = post("application/yaml", yaml);
+    assert_eq!(code, "400", "{body}");
+    assert_eq!(
+        status(&body)["message"],
+        "the object provided is unrecognized (must be of type ConfigMap): yaml: line 4: did not find expected key (61706956657273696f6e3a2076310a6b696e643a20436f6e6669674d6170 ...)"
+    );
+    // The body that is well formed gets through.
+    let (body, code) = post(
+        "application/yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  y: z\n",
+    );
+    assert_eq!(code, "201", "{body}");
+
+    // So does a create carrying a resourceVersion, to be refused by storage.
+    let (body, code) = post(
+        "application/json",
+        "{\"metadata\": {\"name\": \"rv\", \"resourceVersion\": \"7\"}}",
+    );
+    assert_eq!(code, "500", "{body}");
+    let s = status(&body);
+    assert_eq!(
+        (s["message"].as_str(), s.get("reason")),
+        (
+            Some("resourceVersion should not be set on objects to be created"),
+            None
+        )
+    );
+}
+
+#[test]
+fn raw_http_discovery_health_collections_and_bookmarks() {
+    let server = ApiServer::start();
+    let auth = auth(&server);
+    let (body, code) = curl(&server, &["URL/livez"]);
+    assert_eq!((body.as_str(), code.as_str()), ("ok", "200"));
+
+    let (body, code) = curl(&server, &["-H", &auth, "URL/api"]);
+    assert_eq!(code, "200");
+    let versions = status(&body);
+    assert_eq!(versions["kind"], "APIVersions");
+    assert_eq!(versions["versions"], serde_json::json!(["v1"]));
+    let address = versions["serverAddressByClientCIDRs"][0]["serverAddress"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let config = std::fs::read_to_string(&server.kubeconfig).expect("kubeconfig");
+    assert!(
+        config.contains(&format!("server: https://{address}")),
+        "{address} is where the kubeconfig points"
+    );
+    let (body, _) = curl(&server, &["-H", &auth, "URL/apis"]);
+    let groups = status(&body);
+    assert_eq!(groups["kind"], "APIGroupList");
+    let names: Vec<&str> = groups["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert_eq!(names, ["apps", "discovery.k8s.io", "networking.k8s.io"]);
+    let (body, _) = curl(&server, &["-H", &auth, "URL/apis/apps/v1"]);
+    let list = status(&body);
+    assert_eq!(list["kind"], "APIResourceList");
+    let resources: Vec<&str> = list["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(
+        resources,
+        [
+            "deployments",
+            "deployments/status",
+            "deployments/scale",
+            "replicasets",
+            "replicasets/status",
+            "replicasets/scale"
+        ]
+    );
+
+    let cm = |name: &str, tier: &str| {
+        format!("{{\"metadata\": {{\"name\": \"{name}\", \"labels\": {{\"tier\": \"{tier}\"}}}}}}")
+    };
+    for (name, tier) in [("a", "web"), ("b", "db"), ("c", "web")] {
+        let (body, code) = curl(
+            &server,
+            &[
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &cm(name, tier),
+                "URL/api/v1/namespaces/default/configmaps",
+            ],
+        );
+        assert_eq!(code, "201", "{body}");
+    }
+    let (body, code) = curl(
+        &server,
+        &[
+            "-H",
+            &auth,
+            "-X",
+            "DELETE",
+            "URL/api/v1/namespaces/default/configmaps?labelSelector=tier%3Dweb",
+        ],
+    );
+    assert_eq!(code, "200", "{body}");
+    let deleted = status(&body);
+    assert_eq!(deleted["kind"], "ConfigMapList");
+    let (body, _) = curl(
+        &server,
+        &["-H", &auth, "URL/api/v1/namespaces/default/configmaps"],
+    );
+    let left: Vec<String> = status(&body)["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(left, ["b"]);
+
+    // A watch that allows bookmarks gets one before its timeout.
+    let rv = status(&body)["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
+    let (body, code) = curl(
+        &server,
+        &[
+            "-H",
+            &auth,
+            &format!("URL/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=3"),
+        ],
+    );
+    assert_eq!(code, "200");
+    let event = status(body.lines().next().unwrap_or_default());
+    assert_eq!(event["type"], "BOOKMARK", "{body}");
+    assert_eq!(event["object"]["metadata"]["resourceVersion"], rv.as_str());
 }
