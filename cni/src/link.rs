@@ -188,14 +188,7 @@ pub async fn check_container(
         .await?
         .ok_or_else(|| Error::Check(format!("interface {ifname} is missing")))?;
     let index = link.header.index;
-    let addresses: Vec<_> = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| Error::netlink(format!("listing addresses of {ifname}"), e))?;
+    let addresses = netns::link_addresses(handle, index, ifname).await?;
     let has_address = addresses.iter().any(|a| {
         a.header.prefix_len == conf.subnet.prefix
             && a.attributes

@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
@@ -153,30 +153,19 @@ async fn present(
     index: u32,
     label: &str,
 ) -> Result<Vec<(Ipv4Addr, AddressMessage)>, Error> {
-    let messages: Vec<AddressMessage> = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| netns::Error::netlink("listing addresses", e))?;
-    Ok(messages
-        .into_iter()
-        .filter(|m| m.header.index == index && m.header.prefix_len == 32)
-        .filter(|m| {
-            m.attributes
-                .iter()
-                .any(|a| matches!(a, AddressAttribute::Label(l) if l == label))
-        })
-        .filter_map(|m| {
-            let ip = m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                _ => None,
-            })?;
-            Some((ip, m))
-        })
-        .collect())
+    Ok(
+        netns::link_addresses(handle, index, "the announcing interface")
+            .await?
+            .into_iter()
+            .filter(|m| m.header.prefix_len == 32)
+            .filter(|m| {
+                m.attributes
+                    .iter()
+                    .any(|a| matches!(a, AddressAttribute::Label(l) if l == label))
+            })
+            .filter_map(|m| Some((netns::ipv4_of(&m)?, m)))
+            .collect(),
+    )
 }
 
 /// Makes the announced addresses on the link exactly `wanted`; returns those added.

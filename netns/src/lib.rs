@@ -21,6 +21,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkUnspec};
 
@@ -347,6 +348,34 @@ pub async fn add_address(
         Err(e) if is_errno(&e, Errno::EEXIST) => Ok(()),
         Err(e) => Err(Error::netlink(format!("adding {ip}/{prefix} to {what}"), e)),
     }
+}
+
+/// The addresses of the link `index` (`what` names it in errors).
+pub async fn link_addresses(
+    handle: &Handle,
+    index: u32,
+    what: &str,
+) -> Result<Vec<AddressMessage>> {
+    let messages: Vec<AddressMessage> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| Error::netlink(format!("listing addresses of {what}"), e))?;
+    Ok(messages
+        .into_iter()
+        .filter(|m| m.header.index == index)
+        .collect())
+}
+
+/// The local IPv4 address of an address message, if it is one.
+pub fn ipv4_of(message: &AddressMessage) -> Option<Ipv4Addr> {
+    message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    })
 }
 
 /// The hardware address of a link, if it has one.

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use nix::errno::Errno;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
 };
@@ -192,24 +192,10 @@ async fn ipv4_addresses(
     handle: &Handle,
     index: u32,
 ) -> Result<Vec<(Ipv4Addr, u8, AddressMessage)>> {
-    let messages: Vec<AddressMessage> = handle
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| Error::netlink("listing addresses", e))?;
-    Ok(messages
+    Ok(netns::link_addresses(handle, index, "the VXLAN device")
+        .await?
         .into_iter()
-        .filter(|m| m.header.index == index)
-        .filter_map(|m| {
-            let ip = m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-                _ => None,
-            })?;
-            Some((ip, m.header.prefix_len, m))
-        })
+        .filter_map(|m| Some((netns::ipv4_of(&m)?, m.header.prefix_len, m)))
         .collect())
 }
 
