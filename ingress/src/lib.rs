@@ -172,11 +172,11 @@ pub async fn start(client: Client, opts: Options) -> Result<Running, Error> {
     let (http_state, https_state) = (state_rx.clone(), state_rx.clone());
     let http_proxy = proxy.clone();
     tasks.spawn(async move {
-        server::serve_http(http_listener, http_proxy, http_state).await;
+        server::serve(http_listener, None, http_proxy, http_state).await;
         Err(Error::Stopped)
     });
     tasks.spawn(async move {
-        server::serve_https(https_listener, acceptor, proxy, https_state).await;
+        server::serve(https_listener, Some(acceptor), proxy, https_state).await;
         Err(Error::Stopped)
     });
     let router = server::status_port(state_rx.clone(), metrics.clone());

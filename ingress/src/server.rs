@@ -49,9 +49,11 @@ async fn serve_connection<I>(
     }
 }
 
-/// Accepts plain HTTP connections on `listener` until the task is dropped.
-pub async fn serve_http(
+/// Accepts connections on `listener` until the task is dropped: plain HTTP, or TLS
+/// through `acceptor`.
+pub async fn serve(
     listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     state: watch::Receiver<Arc<Snapshot>>,
 ) {
@@ -67,50 +69,24 @@ pub async fn serve_http(
         let Ok(local) = stream.local_addr() else {
             continue;
         };
-        let connection = Connection {
-            peer,
-            local,
-            scheme: Scheme::Http,
-        };
-        connections.spawn(serve_connection(
-            stream,
-            connection,
-            proxy.clone(),
-            state.clone(),
-        ));
-        while connections.try_join_next().is_some() {}
-    }
-}
-
-/// Accepts TLS connections on `listener` until the task is dropped.
-pub async fn serve_https(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    proxy: Arc<Proxy>,
-    state: watch::Receiver<Arc<Snapshot>>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                tracing::warn!(%err, "accept failed");
-                continue;
-            }
-        };
-        let Ok(local) = stream.local_addr() else {
-            continue;
+        let scheme = if acceptor.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
         };
         let connection = Connection {
             peer,
             local,
-            scheme: Scheme::Https,
+            scheme,
         };
         let (acceptor, proxy, state) = (acceptor.clone(), proxy.clone(), state.clone());
         connections.spawn(async move {
-            match acceptor.accept(stream).await {
-                Ok(tls) => serve_connection(tls, connection, proxy, state).await,
-                Err(err) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+            match acceptor {
+                None => serve_connection(stream, connection, proxy, state).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => serve_connection(tls, connection, proxy, state).await,
+                    Err(err) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+                },
             }
         });
         while connections.try_join_next().is_some() {}
