@@ -2,7 +2,8 @@
 //! reconciler on kube-rs's runtime (watcher, reflector, Controller) against the
 //! apiserver: deployments, replicasets, endpoints, endpointslices (and their mirroring),
 //! the scheduler, node podCIDR allocation, node health, ownerReference garbage
-//! collection and load-balancer address assignment.
+//! collection, the collection of pods orphaned by a deleted node, and load-balancer
+//! address assignment.
 //!
 //! Nothing here touches the kernel or the store directly: every read and write goes
 //! through the Kubernetes API, as a real controller-manager's does.
@@ -14,6 +15,7 @@ pub mod gc;
 pub mod loadbalancer;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 mod runtime;
 pub mod scheduler;
@@ -72,6 +74,11 @@ pub async fn run(client: kube::Client, options: Options) -> anyhow::Result<()> {
                 .context("node ipam controller")
         },
         async { gc::run(c()).await.context("garbage collector") },
+        async {
+            podgc::run(c(), podgc::QUARANTINE)
+                .await
+                .context("pod garbage collector")
+        },
         async {
             nodelifecycle::run(c(), options.node_monitor)
                 .await

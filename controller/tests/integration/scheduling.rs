@@ -359,3 +359,47 @@ async fn gc_orphan_propagation_keeps_dependents() {
         "and no longer points at the owner"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_bound_to_a_deleted_node_are_collected() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client.clone();
+    for name in ["n1", "n2"] {
+        create_node(&client, name, json!({})).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (name, node) in [("on-n1", "n1"), ("on-n2", "n2")] {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]},
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+    }
+    tokio::spawn(controller::podgc::run(
+        client.clone(),
+        std::time::Duration::from_secs(1),
+    ));
+    Api::<Node>::all(client.clone())
+        .delete("n2", &DeleteParams::default())
+        .await
+        .expect("delete n2");
+    let gone = eventually(15, || async {
+        pods.get_opt("on-n2")
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the pod of the deleted node was not collected"
+    );
+    assert!(
+        pods.get_opt("on-n1").await.expect("get").is_some(),
+        "a pod of a node that exists stays"
+    );
+}
