@@ -11,6 +11,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod events;
 pub mod gc;
 pub mod loadbalancer;
 pub mod nodeipam;

@@ -25,6 +25,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
+use crate::events::Recorder;
+
 /// The pool MetalLB's layer-2 examples (and kubesim's underlay) use.
 pub const DEFAULT_POOL: &str = "192.168.1.200-192.168.1.250";
 const FIELD_MANAGER: &str = "service-lb-controller";
@@ -240,6 +242,7 @@ pub async fn run(client: Client, pool: Pool, class: Option<String>) -> anyhow::R
     // What this controller wrote and the store may not show yet (uid → ingress).
     let mut written: HashMap<String, Option<Ipv4Addr>> = HashMap::new();
     let mut reported: HashMap<Key, String> = HashMap::new();
+    let events = Recorder::new(client.clone(), FIELD_MANAGER);
     loop {
         let mut services: Vec<Service> = store.state().iter().map(|s| (**s).clone()).collect();
         for service in &mut services {
@@ -258,10 +261,7 @@ pub async fn run(client: Client, pool: Pool, class: Option<String>) -> anyhow::R
                 )?);
             }
         }
-        let uids: HashMap<Key, String> = services
-            .iter()
-            .map(|s| (key(s), s.uid().unwrap_or_default()))
-            .collect();
+        let by_key: HashMap<Key, &Service> = services.iter().map(|s| (key(s), s)).collect();
         let mut retry = false;
         for ((namespace, name), change) in plan(&services, &pool, class.as_deref()) {
             let api: Api<Service> = Api::namespaced(client.clone(), &namespace);
@@ -274,7 +274,18 @@ pub async fn run(client: Client, pool: Pool, class: Option<String>) -> anyhow::R
                 Change::Fail(reason) => {
                     let service = (namespace.clone(), name.clone());
                     if reported.get(&service) != Some(reason) {
-                        tracing::warn!(service = %format!("{namespace}/{name}"), %reason, "Failed to allocate IP");
+                        let message =
+                            format!("Failed to allocate IP for \"{namespace}/{name}\": {reason}");
+                        tracing::warn!("{message}");
+                        if let Some(svc) = by_key.get(&service) {
+                            events.record(
+                                *svc,
+                                "Warning",
+                                "AllocationFailed",
+                                "Allocate",
+                                &message,
+                            );
+                        }
                         reported.insert(service, reason.clone());
                     }
                     continue;
@@ -286,16 +297,21 @@ pub async fn run(client: Client, pool: Pool, class: Option<String>) -> anyhow::R
             {
                 Ok(_) => {
                     reported.remove(&(namespace.clone(), name.clone()));
+                    let service = by_key.get(&(namespace.clone(), name.clone()));
                     match ip {
                         Some(ip) => {
-                            tracing::info!(service = %format!("{namespace}/{name}"), %ip, "IPAllocated")
+                            tracing::info!(service = %format!("{namespace}/{name}"), %ip, "IPAllocated");
+                            let message = format!("Assigned IP [\"{ip}\"]");
+                            if let Some(svc) = service {
+                                events.record(*svc, "Normal", "IPAllocated", "Allocate", &message);
+                            }
                         }
                         None => {
                             tracing::info!(service = %format!("{namespace}/{name}"), "released load-balancer address")
                         }
                     }
-                    if let Some(uid) = uids.get(&(namespace, name)) {
-                        written.insert(uid.clone(), ip);
+                    if let Some(uid) = service.and_then(|s| s.uid()) {
+                        written.insert(uid, ip);
                     }
                 }
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
@@ -305,7 +321,7 @@ pub async fn run(client: Client, pool: Pool, class: Option<String>) -> anyhow::R
                 }
             }
         }
-        let live: BTreeSet<&String> = uids.values().collect();
+        let live: BTreeSet<String> = services.iter().filter_map(|s| s.uid()).collect();
         written.retain(|uid, _| live.contains(uid));
         let wait = if retry || !written.is_empty() {
             Duration::from_secs(1)

@@ -24,8 +24,7 @@ use std::time::Duration;
 use futures::channel::mpsc;
 use futures::{future, StreamExt};
 use k8s_openapi::api::core::v1::{
-    Binding, Event, EventSource, Node, NodeSelectorRequirement, ObjectReference, Pod, Taint,
-    Toleration,
+    Binding, Node, NodeSelectorRequirement, ObjectReference, Pod, Taint, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -36,7 +35,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use thiserror::Error;
-use tokio::sync::Semaphore;
+
+use crate::events::Recorder;
 
 /// The `spec.schedulerName` this scheduler serves (an empty name means it too).
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -48,7 +48,6 @@ const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 /// kube-scheduler's unschedulable queue does.
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(300);
 const CONCURRENT_BINDINGS: u16 = 64;
-const CONCURRENT_EVENTS: usize = 16;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -476,7 +475,7 @@ struct Ctx {
     client: Client,
     nodes: Store<Node>,
     cache: Mutex<Cache>,
-    event_writes: Arc<Semaphore>,
+    events: Recorder,
 }
 
 impl Ctx {
@@ -548,7 +547,8 @@ async fn bind(ctx: &Ctx, pod: &Pod, uid: &str, node: String) -> Result<Action> {
         Ok(_) => {
             tracing::info!(%node, "bound");
             let message = format!("Successfully assigned {namespace}/{name} to {node}");
-            record_event(ctx, pod, "Normal", "Scheduled", "Binding", &message);
+            ctx.events
+                .record(pod, "Normal", "Scheduled", "Binding", &message);
             Ok(Action::await_change())
         }
         Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {
@@ -614,68 +614,13 @@ async fn mark_unschedulable(ctx: &Ctx, pod: &Pod, message: &str) -> Result<()> {
             })
         }
     }
-    record_event(
-        ctx,
-        pod,
-        "Warning",
-        "FailedScheduling",
-        "Scheduling",
-        message,
-    );
+    ctx.events
+        .record(pod, "Warning", "FailedScheduling", "Scheduling", message);
     Ok(())
 }
 
 fn now() -> Time {
     Time(Timestamp::now())
-}
-
-/// Records a core/v1 Event about `pod` from this scheduler in the background, at most
-/// [`CONCURRENT_EVENTS`] writes at a time; a failure is only logged, as client-go's
-/// recorder does.
-fn record_event(ctx: &Ctx, pod: &Pod, type_: &str, reason: &str, action: &str, message: &str) {
-    let namespace = pod.namespace().unwrap_or_default();
-    let stamp = Timestamp::now();
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{}.{:x}", pod.name_any(), stamp.as_nanosecond())),
-            namespace: Some(namespace.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.name_any()),
-            namespace: Some(namespace.clone()),
-            uid: pod.uid(),
-            resource_version: pod.resource_version(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(type_.into()),
-        action: Some(action.into()),
-        source: Some(EventSource {
-            component: Some(SCHEDULER_NAME.into()),
-            host: None,
-        }),
-        reporting_component: Some(SCHEDULER_NAME.into()),
-        reporting_instance: Some(SCHEDULER_NAME.into()),
-        first_timestamp: Some(Time(stamp)),
-        last_timestamp: Some(Time(stamp)),
-        count: Some(1),
-        ..Default::default()
-    };
-    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &namespace);
-    let writes = ctx.event_writes.clone();
-    let reason = reason.to_string();
-    tokio::spawn(async move {
-        let Ok(_permit) = writes.acquire_owned().await else {
-            return;
-        };
-        if let Err(err) = api.create(&PostParams::default(), &event).await {
-            tracing::warn!(error = %err, %reason, "recording event");
-        }
-    });
 }
 
 fn error_policy(_pod: Arc<Pod>, err: &Error, _ctx: Arc<Ctx>) -> Action {
@@ -690,7 +635,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
         client: client.clone(),
         nodes,
         cache: Mutex::new(Cache::default()),
-        event_writes: Arc::new(Semaphore::new(CONCURRENT_EVENTS)),
+        events: Recorder::new(client.clone(), SCHEDULER_NAME),
     });
     // Retries of unschedulable pods, coalesced: one pending signal is enough.
     let (retry, retries) = mpsc::channel::<()>(1);

@@ -62,6 +62,15 @@ spec:
   loadBalancerClass: example.com/another-lb
   selector: {app: web}
   ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: outside}
+spec:
+  type: LoadBalancer
+  loadBalancerIP: 10.1.2.3
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
 "#;
 
 /// The EXTERNAL-IP column of `kubectl get svc NAME`.
@@ -148,6 +157,24 @@ fn check_load_balancer(cluster: &NetCluster, mode: &str) {
         external_ip(cluster, "other"),
         "<pending>",
         "another class's Service"
+    );
+    assert_eq!(
+        external_ip(cluster, "outside"),
+        "<pending>",
+        "outside the pool"
+    );
+    // kubectl describe tells why, from the controller's Events.
+    let described = eventually(20, || {
+        let web = cluster.ok(&["describe", "svc", "web"]);
+        let outside = cluster.ok(&["describe", "svc", "outside"]);
+        (web.contains("IPAllocated") && outside.contains("AllocationFailed"))
+            .then_some((web, outside))
+    });
+    let (web, outside) = described.expect("allocation events");
+    assert!(web.contains("Assigned IP [\"192.168.1.200\"]"), "{web}");
+    assert!(
+        outside.contains("\"10.1.2.3\" is not allowed in config"),
+        "{outside}"
     );
 
     // Source ranges: the external host (192.168.1.100) is let in, then kept out.
