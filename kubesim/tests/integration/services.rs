@@ -316,6 +316,11 @@ fn ipvs_mode_falls_back_to_iptables_without_kernel_ipvs() {
     );
     let mode = cluster.in_netns(&node, &["curl", "-s", "http://127.0.0.1:10249/proxyMode"]);
     assert_eq!(String::from_utf8_lossy(&mode.stdout), "iptables");
-    let rules = cluster.in_netns(&node, &["iptables-save", "-t", "nat"]);
-    assert!(String::from_utf8_lossy(&rules.stdout).contains(":KUBE-SERVICES"));
+    let synced = eventually(20, || {
+        let rules = cluster.in_netns(&node, &["iptables-save", "-t", "nat"]);
+        String::from_utf8_lossy(&rules.stdout)
+            .contains(":KUBE-SERVICES")
+            .then_some(())
+    });
+    assert!(synced.is_some(), "no iptables rules:\n{}", cluster.logs());
 }

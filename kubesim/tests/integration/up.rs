@@ -90,7 +90,7 @@ fn up_leaves_a_cluster_running_and_down_removes_it_all() {
         "{}",
         text(&status)
     );
-    assert!(text(&status).contains("8/8 up"), "{}", text(&status));
+    assert!(text(&status).contains("10/10 up"), "{}", text(&status));
     let routes = kubesim(&["exec", "--name", &name, "node1", "--", "ip", "route"]);
     assert!(text(&routes).contains("dev flannel.1"), "{}", text(&routes));
     let log = kubesim(&["logs", "--name", &name, "--data-dir", data, "apiserver"]);
