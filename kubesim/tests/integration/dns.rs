@@ -109,10 +109,25 @@ fn pods_resolve_the_cluster_names_through_kube_dns() {
         [ip.as_str()],
         "the search path"
     );
-    let page = cluster.ok(&["exec", "client", "--", "curl", "-s", "http://nginx-svc/"]);
+    // The client's node programs nginx-svc on its own schedule: ask until it has.
+    let page = eventually(30, || {
+        let out = cluster.kubectl(&[
+            "exec",
+            "client",
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "http://nginx-svc/",
+        ]);
+        let page = String::from_utf8_lossy(&out.stdout).into_owned();
+        page.contains("Welcome to nginx!").then_some(page)
+    });
     assert!(
-        page.contains("Welcome to nginx!"),
-        "curl by short name: {page}"
+        page.is_some(),
+        "curl by short name did not reach nginx:\n{}",
+        cluster.logs()
     );
     let lookup = cluster.ok(&["exec", "client", "--", "nslookup", "nginx-svc.default"]);
     assert!(lookup.contains(&format!("Address: {ip}")), "{lookup}");
