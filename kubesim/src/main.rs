@@ -909,7 +909,12 @@ async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
 /// kube-rs's usual inference.
 async fn in_cluster_client() -> anyhow::Result<kube::Client> {
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        return Ok(kube::Client::try_from(kube::Config::incluster()?)?);
+        let mut config = kube::Config::incluster()?;
+        // A pod can start before its node's kube-proxy programmed the kubernetes
+        // Service; a connection attempt made then never gets its DNAT (conntrack keeps
+        // the first decision), so give up on it soon and dial afresh.
+        config.connect_timeout = Some(std::time::Duration::from_secs(2));
+        return Ok(kube::Client::try_from(config)?);
     }
     Ok(kube::Client::try_default().await?)
 }
