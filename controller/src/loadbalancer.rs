@@ -17,15 +17,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::events::Recorder;
+use crate::runtime::watched_store;
 
 /// The pool MetalLB's layer-2 examples (and kubesim's underlay) use.
 pub const DEFAULT_POOL: &str = "192.168.1.200-192.168.1.250";
@@ -216,23 +215,8 @@ pub fn plan(services: &[Service], pool: &Pool, class: Option<&str>) -> BTreeMap<
 /// Assigns and releases load-balancer addresses until the watch ends.
 pub async fn run(client: Client, pool: Pool, class: Option<String>) -> anyhow::Result<()> {
     let changed = Arc::new(Notify::new());
-    let (store, writer) = reflector::store::<Service>();
     let notify = changed.clone();
-    tokio::spawn(
-        reflector(
-            writer,
-            watcher(
-                Api::<Service>::all(client.clone()),
-                watcher::Config::default(),
-            ),
-        )
-        .default_backoff()
-        .touched_objects()
-        .for_each(move |_| {
-            notify.notify_one();
-            futures::future::ready(())
-        }),
-    );
+    let store = watched_store::<Service>(client.clone(), move || notify.notify_one());
     store.wait_until_ready().await?;
     tracing::info!(%pool, class = class.as_deref().unwrap_or("<none>"), "load-balancer controller started");
     let params = PatchParams {

@@ -17,9 +17,10 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+
+use crate::runtime::watched_store;
 
 const FIELD_MANAGER: &str = "node-lifecycle-controller";
 /// The conditions a kubelet reports, which go Unknown together.
@@ -106,16 +107,7 @@ pub fn overdue_conditions(
 
 /// Watches over nodes until the watch ends.
 pub async fn run(client: Client, timing: Timing) -> anyhow::Result<()> {
-    let (store, writer) = reflector::store::<Node>();
-    let watch = reflector(
-        writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    tokio::spawn(futures::StreamExt::for_each(watch, |_| {
-        futures::future::ready(())
-    }));
+    let store = watched_store::<Node>(client.clone(), || {});
     store.wait_until_ready().await?;
     let nodes: Api<Node> = Api::all(client);
     let params = PatchParams {

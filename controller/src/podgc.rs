@@ -15,9 +15,10 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+
+use crate::runtime::watched_store;
 
 /// How long a node must be gone before its pods are collected (upstream's constant).
 pub const QUARANTINE: Duration = Duration::from_secs(40);
@@ -80,27 +81,8 @@ pub fn disruption_patch(pod: &Pod, now: Timestamp) -> serde_json::Value {
 /// Collects orphaned pods until the watches end; `quarantine` is [`QUARANTINE`] but
 /// for tests.
 pub async fn run(client: Client, quarantine: Duration) -> anyhow::Result<()> {
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let (nodes, node_writer) = reflector::store::<Node>();
-    let config = watcher::Config::default;
-    let pod_watch = reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), config()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let node_watch = reflector(
-        node_writer,
-        watcher(Api::<Node>::all(client.clone()), config()),
-    )
-    .default_backoff()
-    .touched_objects();
-    tokio::spawn(futures::StreamExt::for_each(pod_watch, |_| {
-        futures::future::ready(())
-    }));
-    tokio::spawn(futures::StreamExt::for_each(node_watch, |_| {
-        futures::future::ready(())
-    }));
+    let pods = watched_store::<Pod>(client.clone(), || {});
+    let nodes = watched_store::<Node>(client.clone(), || {});
     pods.wait_until_ready().await?;
     nodes.wait_until_ready().await?;
     let node_api: Api<Node> = Api::all(client.clone());

@@ -1,5 +1,6 @@
 //! Watch and queue plumbing shared by the controllers built on kube-rs's `applier`:
-//! a watch that keeps a reflector store and routes each event once the store has it,
+//! a watch that keeps a reflector store and routes each event once the store has it
+//! (or only wakes a loop: `watched_store`),
 //! the reconcile queue, logging of reconcile results, retry timing and lock helpers.
 
 use std::convert::Infallible;
@@ -69,6 +70,26 @@ pub(crate) async fn drive<K>(
             watcher::Event::Init | watcher::Event::InitApply(_) => {}
         }
     }
+}
+
+/// A store of every `K` the client sees, kept up to date by [`drive`] in the
+/// background; `changed` is called after each event the store reflects. Ready once
+/// its first list arrived (`wait_until_ready`).
+pub(crate) fn watched_store<K>(
+    client: kube::Client,
+    changed: impl Fn() + Send + 'static,
+) -> kube::runtime::reflector::Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (store, writer) = kube::runtime::reflector::store::<K>();
+    tokio::spawn(drive(
+        Api::<K>::all(client),
+        watcher::Config::default(),
+        writer,
+        move |_| changed(),
+    ));
+    store
 }
 
 /// Queues a reconcile; a closed queue means the controller is stopping anyway.
